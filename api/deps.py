@@ -1,0 +1,65 @@
+"""Dependencies: the session, the settings and the queue, as Annotated aliases."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from docsort.config import Settings
+
+log = logging.getLogger("docsort.api")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request, committed when the route returns."""
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_celery(request: Request) -> Celery:
+    """The Celery app used to send tasks."""
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def kick(celery: Celery, settings: Settings, *, stage: str, count: int) -> bool:
+    """Ask the workers to dispatch waiting documents; a full batch now, else after the flush interval.
+
+    The documents are already stored: if the broker is down, the reconciler queues them later.
+    """
+    tier = settings.tier(stage)
+    countdown = 0.0 if count >= tier.batch_size else settings.worker.flush_interval_s
+    try:
+        celery.send_task(
+            "docsort.dispatch",
+            args=[stage],
+            queue="control",
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )
+        return True
+    except Exception as exc:
+        log.warning("broker unavailable, documents wait for the reconciler: %s", exc)
+        return False

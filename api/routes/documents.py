@@ -1,0 +1,225 @@
+"""POST and GET documents."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import CeleryDep, SessionDep, SettingsDep, kick
+from api.schemas import Accepted, AcceptedList, DocumentPublic, DocumentsIn, DocumentsPublic
+from docsort.config import Settings
+from docsort.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from ingest.extract import extract
+from store import crud
+from store.models import NANO, AttemptPublic, Document, DocumentCreate, Status
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+_BODY = TypeAdapter(DocumentsIn | DocumentCreate)
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/DocumentCreate"},
+                    {"$ref": "#/components/schemas/DocumentsIn"},
+                ]
+            }
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "taxonomy": {"type": "string"},
+                },
+                "required": ["files"],
+            }
+        },
+    },
+}
+
+
+async def _read_body(request: Request, settings: Settings) -> bytes:
+    limit = settings.api.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    return bytes(body)
+
+
+def _check(items: list[DocumentCreate], settings: Settings) -> None:
+    limit = settings.api.max_documents_per_request
+    if len(items) > limit:
+        raise PayloadTooLarge(f"{len(items)} documents in one request; the limit is {limit}", limit=limit)
+    for index, item in enumerate(items):
+        size = len(item.text.encode("utf-8"))
+        if size > settings.api.max_document_bytes:
+            raise PayloadTooLarge(
+                f"document {index} has {size} bytes; the limit is {settings.api.max_document_bytes}",
+                limit=settings.api.max_document_bytes,
+            )
+        if not item.text.strip():
+            raise InvalidInput(f"document {index}: text is empty or only whitespace")
+        if "\x00" in item.text:
+            raise InvalidInput(f"document {index}: text contains NUL characters")
+
+
+async def _from_json(request: Request, settings: Settings) -> tuple[list[DocumentCreate], str | None]:
+    raw = await _read_body(request, settings)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+    try:
+        body = _BODY.validate_python(data)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise InvalidInput(f"invalid document(s): {errors}") from exc
+    if isinstance(body, DocumentsIn):
+        return body.documents, body.taxonomy
+    return [body], body.taxonomy
+
+
+async def _from_form(request: Request, settings: Settings) -> tuple[list[DocumentCreate], str | None]:
+    declared = request.headers.get("content-length")
+    limit = settings.api.max_request_bytes
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    try:
+        form = await request.form(max_files=settings.api.max_files_per_upload, max_fields=20)
+    except Exception as exc:  # starlette raises its own errors for malformed or over-limit forms
+        raise InvalidInput(f"unreadable multipart form: {exc}") from exc
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise InvalidInput("multipart upload has no files (field 'files')")
+    taxonomy = form.get("taxonomy")
+    items = []
+    for upload in files:
+        data = await upload.read()
+        if len(data) > settings.api.max_document_bytes:
+            raise PayloadTooLarge(
+                f"{upload.filename}: {len(data)} bytes; the limit is {settings.api.max_document_bytes}",
+                limit=settings.api.max_document_bytes,
+            )
+        name = upload.filename or "upload.txt"
+        items.append(
+            DocumentCreate(text=extract(name, data), external_id=name[:256], metadata={"filename": name})
+        )
+    return items, taxonomy if isinstance(taxonomy, str) else None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AcceptedList,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={413: {"description": "Over a limit"}, 415: {"description": "Unsupported type"}},
+)
+async def post_documents(
+    request: Request, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> AcceptedList:
+    """Store documents (status queued), then queue them; answers 202 with their ids."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        items, taxonomy_name = await _from_json(request, settings)
+    elif content_type == "multipart/form-data":
+        items, taxonomy_name = await _from_form(request, settings)
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type or '(none)'} is not accepted; "
+            "send application/json or multipart/form-data"
+        )
+    _check(items, settings)
+    name = taxonomy_name or settings.default_taxonomy.name
+    by_taxonomy: dict[str, list[DocumentCreate]] = {}
+    for item in items:
+        by_taxonomy.setdefault(item.taxonomy or name, []).append(item)
+    accepted: list[Accepted] = []
+    stage = settings.models[0].name
+    new = 0
+    for tax_name, group in by_taxonomy.items():
+        taxonomy = crud.get_taxonomy(session=session, name=tax_name)
+        assert taxonomy is not None
+        for doc, created in crud.create_documents(
+            session=session, items=group, taxonomy=taxonomy, stage=stage
+        ):
+            assert doc.id is not None
+            new += created
+            accepted.append(
+                Accepted(id=doc.id, status=doc.status, duplicate=not created, external_id=doc.external_id)
+            )
+    session.commit()  # stored before queued: nothing accepted is lost if the queue is down
+    queued = kick(celery, settings, stage=stage, count=new) if new else True
+    return AcceptedList(data=accepted, count=len(accepted), queued=queued)
+
+
+def to_public(doc: Document, attempts: list[AttemptPublic], cost_nanousd: int | None = None) -> DocumentPublic:
+    """A document as the API shows it."""
+    assert doc.id is not None
+    return DocumentPublic(
+        id=doc.id,
+        external_id=doc.external_id,
+        taxonomy=doc.taxonomy,
+        taxonomy_version=doc.taxonomy_version,
+        status=doc.status,
+        status_reason=doc.status_reason,
+        stage=doc.stage,
+        label=doc.label,
+        labels=doc.labels,
+        confidence=doc.confidence,
+        tier=doc.tier,
+        model=doc.model,
+        metadata=doc.meta or {},
+        source=doc.source,
+        cost_usd=(cost_nanousd / NANO) if cost_nanousd is not None else sum(a.cost_usd for a in attempts),
+        created_at=doc.created_at,
+        updated_at=doc.updated_at,
+        attempts=attempts,
+    )
+
+
+def public_attempts(session: Any, document_id: int) -> list[AttemptPublic]:
+    """A document's attempts with costs in dollars."""
+    return [
+        AttemptPublic(**a.model_dump(), cost_usd=a.cost_nanousd / NANO)
+        for a in crud.list_attempts(session=session, document_id=document_id)
+    ]
+
+
+@router.get("/{document_id}", response_model=DocumentPublic, responses={404: {"description": "No such document"}})
+def get_document(document_id: int, session: SessionDep) -> DocumentPublic:
+    """A document's status, label, confidence, tier and every attempt with its cost."""
+    doc = crud.get_document(session=session, document_id=document_id)
+    return to_public(doc, public_attempts(session, document_id))
+
+
+@router.get("", response_model=DocumentsPublic)
+def list_documents(
+    session: SessionDep,
+    status: Annotated[Status | None, Query()] = None,
+    label: Annotated[str | None, Query(max_length=256)] = None,
+    taxonomy: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+) -> DocumentsPublic:
+    """Documents in id order, filtered, with keyset pagination."""
+    docs = crud.list_documents(
+        session=session, status=status, label=label, taxonomy=taxonomy, limit=limit, after=cursor
+    )
+    costs = crud.costs_for(session=session, ids=[doc.id for doc in docs if doc.id is not None])
+    data = [to_public(doc, [], costs.get(doc.id or 0, 0)) for doc in docs]
+    next_cursor = data[-1].id if len(data) == limit else None
+    return DocumentsPublic(data=data, count=len(data), next_cursor=next_cursor)

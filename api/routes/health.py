@@ -1,0 +1,47 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency does not answer"}})
+def readyz(request: Request) -> JSONResponse:
+    """The database, Redis and each model endpoint answer."""
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    try:
+        with state.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"down: {type(exc).__name__}"
+    for tier in state.settings.models:
+        try:
+            response = httpx.get(
+                tier.base_url.rstrip("/") + "/models",
+                headers={"Authorization": f"Bearer {tier.api_key.get_secret_value()}"},
+                timeout=3,
+            )
+            checks[f"model:{tier.name}"] = "ok" if response.status_code < 500 else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            checks[f"model:{tier.name}"] = f"down: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,101 @@
+"""Request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from store.models import AttemptPublic, DocumentCreate
+
+
+class DocumentsIn(BaseModel):
+    """Several documents in one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentCreate] = Field(min_length=1)
+    taxonomy: str | None = None
+
+
+class Accepted(BaseModel):
+    """One stored document: its id, and whether it was new or a duplicate of a stored one."""
+
+    id: int
+    status: str
+    duplicate: bool
+    external_id: str | None = None
+
+
+class AcceptedList(BaseModel):
+    """What a POST stored."""
+
+    data: list[Accepted]
+    count: int
+    queued: bool = Field(description="False if the queue was unreachable; the reconciler retries")
+
+
+class DocumentPublic(BaseModel):
+    """A document with its decision and every attempt."""
+
+    id: int
+    external_id: str | None
+    taxonomy: str
+    taxonomy_version: int
+    status: str
+    status_reason: str | None
+    stage: str
+    label: str | None
+    labels: list[str] | None
+    confidence: float | None
+    tier: str | None
+    model: str | None
+    metadata: dict[str, Any]
+    source: dict[str, Any] | None
+    cost_usd: float
+    created_at: datetime
+    updated_at: datetime
+    attempts: list[AttemptPublic] = Field(default_factory=list)
+
+
+class DocumentsPublic(BaseModel):
+    """A page of documents and the cursor for the next one."""
+
+    data: list[DocumentPublic]
+    count: int
+    next_cursor: int | None
+
+
+class TierCost(BaseModel):
+    """Spending of one tier and model."""
+
+    tier: str
+    model: str
+    attempts: int
+    documents: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class CostReport(BaseModel):
+    """What the cascade spent, and what sending everything to the last tier would have."""
+
+    documents: int
+    cost_usd: float
+    cost_per_1k_docs: float
+    cost_if_all_large_usd: float
+    saving_usd: float
+    saving_pct: float
+    by_tier: list[TierCost]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error has this body."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str

@@ -1,0 +1,264 @@
+"""One tier's pass over documents: pack, ask, validate, re-ask, score confidence, decide."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from classifiers.confidence import TokenLogprob, label_confidence, stated_confidence
+from classifiers.costs import Usage, cost_nanousd, split, split_usage
+from classifiers.packing import DocIn, Packed, pack, renumber, system_prompt, user_prompt
+from classifiers.providers.base import ChatModel, Completion
+from classifiers.taxonomy import Taxonomy, answer_models
+from classifiers.tokens import Tokenizer
+from docsort.config import Price
+from docsort.errors import ModelError
+
+Verdict = Literal["accept", "escalate", "review"]
+Calibrator = Callable[[float], float]
+
+
+@dataclass
+class AttemptRecord:
+    """One document's share of one request: what it answered and what it cost."""
+
+    doc_id: int
+    tier: str
+    model: str
+    request_id: str
+    usage: Usage
+    cost_nanousd: int
+    reference_nanousd: int
+    latency_ms: int
+    outcome: str = "invalid"
+    label: str | None = None
+    labels: list[str] | None = None
+    confidence: float | None = None
+    raw_confidence: float | None = None
+    confidence_method: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Decision:
+    """A tier's verdict on one document, with every attempt it took."""
+
+    doc_id: int
+    verdict: Verdict
+    label: str | None = None
+    labels: list[str] | None = None
+    confidence: float | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    reason: str | None = None
+
+
+@dataclass
+class _Answer:
+    label: str | None
+    labels: list[str] | None
+    raw_confidence: float | None
+    method: str
+
+
+@dataclass
+class TierRunner:
+    """Everything one tier needs to classify; build once, call for each batch."""
+
+    taxonomy: Taxonomy
+    model: ChatModel
+    tokenizer: Tokenizer
+    calibrate: Calibrator | None = None
+    is_last: bool = False
+    reference_price: Price | None = None
+
+    def __post_init__(self) -> None:
+        tier = self.model.tier
+        self.use_logprobs = tier.confidence == "label_logprobs" and self.model.gives_logprobs
+        self.item_model, self.batch_model = answer_models(
+            self.taxonomy, stated_confidence=not self.use_logprobs
+        )
+        self.system = system_prompt(self.taxonomy)
+
+    def run(self, docs: list[DocIn]) -> list[Decision]:
+        """Classify docs with this tier; every doc comes back with a verdict, none dropped."""
+        tier = self.model.tier
+        attempts: dict[int, list[AttemptRecord]] = {doc.id: [] for doc in docs}
+        answers: dict[int, _Answer] = {}
+        missing: list[Packed] = []
+        for batch in pack(
+            docs,
+            self.tokenizer,
+            batch_size=tier.batch_size,
+            request_token_budget=tier.request_token_budget,
+            doc_token_budget=tier.doc_token_budget,
+        ):
+            missing += self._ask(batch, attempts, answers)  # transient errors propagate
+        for _ in range(tier.max_reasks):
+            if not missing:
+                break
+            retry, missing = missing, []
+            for packed in retry:
+                try:
+                    missing += self._ask(renumber([packed]), attempts, answers)
+                except ModelError as exc:
+                    attempts[packed.doc.id].append(self._failed(packed, exc))
+                    missing.append(packed)
+        return [self._decide(doc.id, answers.get(doc.id), attempts[doc.id]) for doc in docs]
+
+    def _ask(
+        self,
+        batch: list[Packed],
+        attempts: dict[int, list[AttemptRecord]],
+        answers: dict[int, _Answer],
+    ) -> list[Packed]:
+        """One request for batch; records attempts and answers, returns the refs still owed."""
+        tier = self.model.tier
+        completion = self.model.complete(
+            system=self.system,
+            user=user_prompt(batch, self.taxonomy),
+            answer_model=self.batch_model,
+            max_tokens=min(tier.max_output_tokens * len(batch), 4096),
+        )
+        parsed, error = self._parse(completion, batch)
+        weights = [p.tokens + 1 for p in batch]
+        usages = split_usage(completion.usage, weights)
+        costs = split(cost_nanousd(completion.usage, tier.price), weights)
+        refs = split(
+            cost_nanousd(completion.usage, self.reference_price or tier.price), weights
+        )
+        missing = []
+        for p, usage, cost, ref_cost in zip(batch, usages, costs, refs, strict=True):
+            record = AttemptRecord(
+                doc_id=p.doc.id,
+                tier=tier.name,
+                model=completion.model or tier.model,
+                request_id=completion.request_id,
+                usage=usage,
+                cost_nanousd=cost,
+                reference_nanousd=ref_cost,
+                latency_ms=completion.latency_ms,
+            )
+            answer = parsed.get(p.ref)
+            if answer is None:
+                record.error = error or f"ref {p.ref} missing or invalid in the answer"
+                missing.append(p)
+            else:
+                answers[p.doc.id] = answer
+                record.label, record.labels = answer.label, answer.labels
+                record.raw_confidence = answer.raw_confidence
+                record.confidence = self._calibrated(answer.raw_confidence)
+                record.confidence_method = answer.method
+                record.outcome = self._verdict(record.confidence)
+            attempts[p.doc.id].append(record)
+        return missing
+
+    def _parse(
+        self, completion: Completion, batch: list[Packed]
+    ) -> tuple[dict[int, _Answer], str | None]:
+        """Valid answers by ref; refs answered twice, unknown or off-taxonomy are left out."""
+        try:
+            payload = json.loads(completion.text)
+            items = payload["results"]
+            if not isinstance(items, list):
+                raise TypeError("results is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            return {}, f"malformed answer: {type(exc).__name__}: {str(exc)[:200]}"
+        wanted = {p.ref for p in batch}
+        seen: dict[int, int] = {}
+        valid: dict[int, tuple[int, BaseModel]] = {}
+        for position, raw in enumerate(items):
+            try:
+                item = self.item_model.model_validate(raw)
+            except ValidationError:
+                continue
+            ref = int(item.ref)  # type: ignore[attr-defined]
+            seen[ref] = seen.get(ref, 0) + 1
+            if ref in wanted:
+                valid[ref] = (position, item)
+        spans = self._label_spans(completion.text) if self.use_logprobs else []
+        out = {}
+        for ref, (position, item) in valid.items():
+            if seen[ref] != 1:
+                continue
+            out[ref] = self._answer(item, completion, spans[position] if position < len(spans) else None)
+        return out, None
+
+    def _answer(
+        self, item: BaseModel, completion: Completion, span: list[int] | None
+    ) -> _Answer:
+        data: dict[str, Any] = item.model_dump()
+        label = data.get("label")
+        labels = data.get("labels")
+        chosen = [label] if label is not None else list(labels or [])
+        if self.use_logprobs and completion.logprobs and span is not None:
+            scores = [
+                self._logprob_confidence(completion.text, start, value, completion.logprobs)
+                for start, value in zip(span, chosen, strict=False)
+            ]
+            known = [s for s in scores if s is not None]
+            if known and len(known) == len(chosen):
+                return _Answer(label, labels, min(known), "label_logprobs")
+            if not chosen:  # multi-label answer with no label: nothing to be unsure of
+                return _Answer(label, labels, 1.0, "label_logprobs")
+        return _Answer(label, labels, stated_confidence(data.get("confidence")), "stated")
+
+    def _logprob_confidence(
+        self, text: str, start: int, chosen: str, tokens: list[TokenLogprob]
+    ) -> float | None:
+        return label_confidence(text, start, chosen, self.taxonomy.label_names, tokens)
+
+    def _label_spans(self, text: str) -> list[list[int]]:
+        """Per results item, the offsets where each of its label strings starts in text."""
+        spans: list[list[int]] = []
+        if self.taxonomy.multi_label:
+            for match in re.finditer(r'"labels"\s*:\s*\[([^\]]*)\]', text):
+                inner = match.start(1)
+                spans.append([inner + m.start() + 1 for m in re.finditer(r'"', match.group(1))][::2])
+        else:
+            spans = [[m.end()] for m in re.finditer(r'"label"\s*:\s*"', text)]
+        return spans
+
+    def _calibrated(self, raw: float | None) -> float | None:
+        if raw is None:
+            return None
+        return float(self.calibrate(raw)) if self.calibrate else raw
+
+    def _verdict(self, confidence: float | None) -> str:
+        if confidence is not None and confidence >= self.model.tier.threshold:
+            return "accepted"
+        return "review" if self.is_last else "escalated"
+
+    def _failed(self, packed: Packed, exc: Exception) -> AttemptRecord:
+        tier = self.model.tier
+        return AttemptRecord(
+            doc_id=packed.doc.id,
+            tier=tier.name,
+            model=tier.model,
+            request_id="",
+            usage=Usage(),
+            cost_nanousd=0,
+            reference_nanousd=0,
+            latency_ms=0,
+            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+        )
+
+    def _decide(self, doc_id: int, answer: _Answer | None, attempts: list[AttemptRecord]) -> Decision:
+        if answer is None:
+            verdict: Verdict = "review" if self.is_last else "escalate"
+            return Decision(doc_id=doc_id, verdict=verdict, attempts=attempts)
+        confidence = attempts[-1].confidence
+        outcome = attempts[-1].outcome
+        verdict = {"accepted": "accept", "escalated": "escalate"}.get(outcome, "review")  # type: ignore[assignment]
+        return Decision(
+            doc_id=doc_id,
+            verdict=verdict,
+            label=answer.label,
+            labels=answer.labels,
+            confidence=confidence,
+            attempts=attempts,
+        )

@@ -1,0 +1,179 @@
+"""OpenAI-compatible endpoints: OpenAI itself (and Azure, vLLM) and llama.cpp's server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import openai
+from pydantic import BaseModel
+
+from classifiers.confidence import TokenLogprob
+from classifiers.costs import Usage
+from classifiers.providers.base import Completion, register
+from classifiers.taxonomy import strict_schema
+from docsort.config import ModelTier
+from docsort.errors import (
+    InvalidAnswer,
+    PermanentModelError,
+    RateLimited,
+    TransientModelError,
+)
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIModel:
+    """An OpenAI-style endpoint; the transport decides how the schema is forced."""
+
+    def __init__(self, tier: ModelTier, http_client: httpx.Client | None = None) -> None:
+        self.tier = tier
+        self._client = openai.OpenAI(
+            base_url=tier.base_url,
+            api_key=tier.api_key.get_secret_value(),
+            timeout=tier.timeout_s,
+            max_retries=tier.max_retries,
+            http_client=http_client,
+        )
+
+    @property
+    def gives_logprobs(self) -> bool:
+        # OpenAI returns no logprobs for tool-call arguments.
+        return self.tier.top_logprobs > 0 and self.tier.transport != "tools"
+
+    def _format(self, answer_model: type[BaseModel]) -> dict[str, Any]:
+        """Request fields that force answer_model's schema."""
+        schema = strict_schema(answer_model)
+        name = answer_model.__name__
+        description = (answer_model.__doc__ or "").strip()
+        if self.tier.transport == "tools":
+            return {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": name,
+                            "description": description,
+                            "parameters": schema,
+                            "strict": True,
+                        },
+                    }
+                ],
+                "tool_choice": {"type": "function", "function": {"name": name}},
+            }
+        if self.tier.transport == "json_schema":
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": True},
+                }
+            }
+        return {"response_format": {"type": "json_object", "schema": schema}}
+
+    def complete(
+        self, *, system: str, user: str, answer_model: type[BaseModel], max_tokens: int
+    ) -> Completion:
+        """Ask once, mapping the client's errors onto docsort's tree."""
+        kwargs: dict[str, Any] = self._format(answer_model)
+        if self.gives_logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = self.tier.top_logprobs
+        started = time.monotonic()
+        try:
+            response = self._client.chat.completions.create(
+                model=self.tier.model,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ],
+                temperature=0,
+                max_tokens=max_tokens,
+                **kwargs,
+            )
+        except openai.RateLimitError as exc:
+            raise RateLimited(str(exc), retry_after=_retry_after(exc.response)) from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientModelError(f"{type(exc).__name__}: {exc}") from exc
+        except openai.InternalServerError as exc:
+            raise TransientModelError(f"HTTP {exc.status_code}: {exc}") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                raise TransientModelError(f"HTTP {exc.status_code}: {exc}") from exc
+            raise PermanentModelError(f"HTTP {exc.status_code}: {exc}") from exc
+        except openai.APIResponseValidationError as exc:
+            raise InvalidAnswer(f"unreadable response: {exc}") from exc
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return self._completion(response, latency_ms)
+
+    def _completion(self, response: Any, latency_ms: int) -> Completion:
+        usage = Usage()
+        if getattr(response, "usage", None) is not None:
+            details = getattr(response.usage, "prompt_tokens_details", None)
+            usage = Usage(
+                input_tokens=response.usage.prompt_tokens or 0,
+                cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+                output_tokens=response.usage.completion_tokens or 0,
+            )
+        request_id = getattr(response, "id", None) or uuid.uuid4().hex
+        choice = response.choices[0] if getattr(response, "choices", None) else None
+        message = getattr(choice, "message", None)
+        text = ""  # no answer at all still costs its tokens; the cascade re-asks
+        if message is not None and self.tier.transport == "tools" and message.tool_calls:
+            text = message.tool_calls[0].function.arguments or ""
+        elif message is not None:
+            text = message.content or ""
+        logprobs = None
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if content:
+            logprobs = [
+                TokenLogprob(
+                    token=item.token,
+                    logprob=item.logprob,
+                    top=[(alt.token, alt.logprob) for alt in (item.top_logprobs or [])],
+                )
+                for item in content
+            ]
+        return Completion(
+            text=text,
+            logprobs=logprobs,
+            usage=usage,
+            latency_ms=latency_ms,
+            request_id=str(request_id)[:64],
+            model=str(getattr(response, "model", None) or self.tier.model),
+        )
+
+
+class LlamaCppModel(OpenAIModel):
+    """llama-cpp-python's server: no json_schema (HTTP 500) and no strict; json_object+schema works."""
+
+    @property
+    def gives_logprobs(self) -> bool:
+        return self.tier.top_logprobs > 0 and self.tier.transport == "json_object"
+
+    def _format(self, answer_model: type[BaseModel]) -> dict[str, Any]:
+        if self.tier.transport == "json_schema":
+            return {"response_format": {"type": "json_object", "schema": strict_schema(answer_model)}}
+        fields = super()._format(answer_model)
+        for tool in fields.get("tools", []):
+            tool["function"].pop("strict", None)
+        return fields
+
+
+@register("openai")
+def _openai(tier: ModelTier, http_client: httpx.Client | None) -> OpenAIModel:
+    return OpenAIModel(tier, http_client)
+
+
+@register("llamacpp")
+def _llamacpp(tier: ModelTier, http_client: httpx.Client | None) -> LlamaCppModel:
+    return LlamaCppModel(tier, http_client)

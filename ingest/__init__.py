@@ -1,0 +1,1 @@
+"""Getting text in: extraction from files, and bulk import from S3."""

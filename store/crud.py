@@ -1,0 +1,455 @@
+"""Data access as keyword-only functions taking a session, shared by routes, tasks and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from classifiers.cascade import Decision
+from classifiers.taxonomy import Taxonomy as TaxonomyModel
+from docsort.config import TaxonomySpec
+from docsort.errors import NotFound
+from store.models import (
+    WAITING,
+    Attempt,
+    Calibration,
+    Document,
+    DocumentCreate,
+    Status,
+    Taxonomy,
+    utcnow,
+)
+
+
+def content_hash(text: str) -> str:
+    """The dedup key of a document's text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- taxonomies -------------------------------------------------------------------------------
+
+
+def put_taxonomy(*, session: Session, spec: TaxonomySpec) -> Taxonomy:
+    """Store spec as a new version of its name, unless it equals the current version."""
+    current = get_taxonomy(session=session, name=spec.name, missing_ok=True)
+    labels = [label.model_dump() for label in spec.labels]
+    if current is not None and (
+        current.labels == labels
+        and current.multi_label == spec.multi_label
+        and current.none_label == spec.none_label
+        and current.description == spec.description
+    ):
+        return current
+    row = Taxonomy(
+        name=spec.name,
+        description=spec.description,
+        multi_label=spec.multi_label,
+        none_label=spec.none_label,
+        labels=labels,
+        version=(current.version + 1) if current else 1,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_taxonomy(
+    *, session: Session, name: str, version: int | None = None, missing_ok: bool = False
+) -> Taxonomy | None:
+    """The given (or newest) version of a taxonomy."""
+    query = select(Taxonomy).where(Taxonomy.name == name)
+    query = query.where(Taxonomy.version == version) if version else query
+    row = session.exec(query.order_by(col(Taxonomy.version).desc()).limit(1)).first()
+    if row is None and not missing_ok:
+        raise NotFound(f"taxonomy {name!r} does not exist")
+    return row
+
+
+def to_runtime(row: Taxonomy) -> TaxonomyModel:
+    """A stored taxonomy as the classifiers use it."""
+    return TaxonomyModel(
+        name=row.name,
+        description=row.description,
+        labels=row.labels,  # type: ignore[arg-type]
+        multi_label=row.multi_label,
+        none_label=row.none_label,
+        version=row.version,
+    )
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def create_documents(
+    *,
+    session: Session,
+    items: Sequence[DocumentCreate],
+    taxonomy: Taxonomy,
+    stage: str,
+    import_id: int | None = None,
+    sources: Sequence[dict[str, Any] | None] | None = None,
+) -> list[tuple[Document, bool]]:
+    """Store items (status queued), returning each with whether it is new; duplicates reuse rows."""
+    hashes = [content_hash(item.text) for item in items]
+    existing = {
+        doc.content_hash: doc
+        for doc in session.exec(
+            select(Document).where(
+                Document.taxonomy == taxonomy.name, col(Document.content_hash).in_(set(hashes))
+            )
+        )
+    }
+    out: list[tuple[Document, bool]] = []
+    fresh: dict[str, Document] = {}
+    for index, (item, digest) in enumerate(zip(items, hashes, strict=True)):
+        if digest in existing:
+            out.append((existing[digest], False))
+            continue
+        if digest in fresh:
+            out.append((fresh[digest], False))
+            continue
+        doc = Document(
+            text=item.text,
+            external_id=item.external_id,
+            meta=item.metadata,
+            taxonomy=taxonomy.name,
+            taxonomy_version=taxonomy.version,
+            content_hash=digest,
+            stage=stage,
+            import_id=import_id,
+            source=sources[index] if sources else None,
+        )
+        fresh[digest] = doc
+        out.append((doc, True))
+    try:
+        with session.begin_nested():
+            session.add_all(fresh.values())
+            session.flush()
+    except IntegrityError:
+        # Another request stored one of these texts meanwhile: take rows one at a time.
+        return [_one(session=session, doc=doc, created=created) for doc, created in out]
+    return out
+
+
+def _one(*, session: Session, doc: Document, created: bool) -> tuple[Document, bool]:
+    if not created or doc.id is not None:
+        return doc, created
+    try:
+        with session.begin_nested():
+            session.add(doc)
+            session.flush()
+        return doc, True
+    except IntegrityError:
+        row = session.exec(
+            select(Document).where(
+                Document.taxonomy == doc.taxonomy, Document.content_hash == doc.content_hash
+            )
+        ).one()
+        return row, False
+
+
+def get_document(*, session: Session, document_id: int) -> Document:
+    """A document by id, or NotFound."""
+    doc = session.get(Document, document_id)
+    if doc is None:
+        raise NotFound(f"document {document_id} does not exist")
+    return doc
+
+
+def list_attempts(*, session: Session, document_id: int) -> list[Attempt]:
+    """Every attempt on a document, oldest first."""
+    query = select(Attempt).where(Attempt.document_id == document_id).order_by(col(Attempt.id))
+    return list(session.exec(query))
+
+
+def list_documents(
+    *,
+    session: Session,
+    status: str | None = None,
+    label: str | None = None,
+    taxonomy: str | None = None,
+    import_id: int | None = None,
+    limit: int = 100,
+    after: int | None = None,
+) -> list[Document]:
+    """Documents by ascending id after a cursor (keyset pagination)."""
+    query = select(Document)
+    if status:
+        query = query.where(Document.status == status)
+    if label:
+        query = query.where(Document.label == label)
+    if taxonomy:
+        query = query.where(Document.taxonomy == taxonomy)
+    if import_id is not None:
+        query = query.where(Document.import_id == import_id)
+    if after is not None:
+        query = query.where(col(Document.id) > after)
+    return list(session.exec(query.order_by(col(Document.id)).limit(limit)))
+
+
+# --- the cascade's state machine -------------------------------------------------------------
+
+
+def claim(*, session: Session, ids: Iterable[int], stage: str, token: str) -> list[Document]:
+    """Move waiting documents at stage to classifying under token; a redelivery re-claims its own."""
+    ids = list(ids)
+    now = utcnow()
+    session.execute(
+        update(Document)
+        .where(
+            col(Document.id).in_(ids),
+            Document.stage == stage,
+            or_(
+                col(Document.status).in_([s.value for s in WAITING]),
+                and_(Document.status == Status.classifying, Document.claim_token == token),
+            ),
+        )
+        .values(status=Status.classifying, claim_token=token, claimed_at=now, updated_at=now)
+    )
+    query = select(Document).where(
+        col(Document.id).in_(ids),
+        Document.claim_token == token,
+        Document.status == Status.classifying,
+    )
+    return list(session.exec(query.order_by(col(Document.id))))
+
+
+def record(
+    *,
+    session: Session,
+    decisions: Sequence[Decision],
+    stage: str,
+    token: str,
+    next_stage: str | None,
+) -> dict[str, list[int]]:
+    """Write each decision and its attempts once, guarded by the claim; returns ids by outcome."""
+    moved: dict[str, list[int]] = {"done": [], "escalated": [], "needs_review": []}
+    now = utcnow()
+    for decision in decisions:
+        if decision.verdict == "accept":
+            status, stage_after = Status.done, stage
+        elif decision.verdict == "escalate" and next_stage is not None:
+            status, stage_after = Status.escalated, next_stage
+        else:
+            status, stage_after = Status.needs_review, stage
+        values: dict[str, Any] = {
+            "status": status,
+            "stage": stage_after,
+            "claim_token": f"esc:{token}"[:64] if status == Status.escalated else None,
+            "updated_at": now,
+            "status_reason": None if status == Status.done else _reason(decision),
+        }
+        if decision.label is not None or decision.labels is not None:
+            last = decision.attempts[-1]
+            if status != Status.escalated:
+                values.update(
+                    label=decision.label,
+                    labels=decision.labels,
+                    confidence=decision.confidence,
+                    tier=last.tier,
+                    model=last.model,
+                )
+        result = session.execute(
+            update(Document)
+            .where(
+                Document.id == decision.doc_id,
+                Document.claim_token == token,
+                Document.status == Status.classifying,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # someone else finished it: a duplicate message records nothing
+        for a in decision.attempts:
+            session.add(
+                Attempt(
+                    document_id=a.doc_id,
+                    request_id=a.request_id,
+                    tier=a.tier,
+                    model=a.model,
+                    label=a.label,
+                    labels=a.labels,
+                    confidence=a.confidence,
+                    raw_confidence=a.raw_confidence,
+                    confidence_method=a.confidence_method,
+                    input_tokens=a.usage.input_tokens,
+                    cached_tokens=a.usage.cached_tokens,
+                    output_tokens=a.usage.output_tokens,
+                    cost_nanousd=a.cost_nanousd,
+                    reference_nanousd=a.reference_nanousd,
+                    latency_ms=a.latency_ms,
+                    outcome=a.outcome,
+                    error=a.error,
+                )
+            )
+        moved[status.value].append(decision.doc_id)
+    session.flush()
+    return moved
+
+
+def _reason(decision: Decision) -> str:
+    if decision.reason:
+        return decision.reason
+    if decision.label is None and decision.labels is None:
+        return "no valid answer after re-asking"
+    confidence = decision.confidence
+    shown = "none" if confidence is None else f"{confidence:.2f}"
+    return f"confidence {shown} below threshold"
+
+
+def mark(*, session: Session, ids: Sequence[int], token: str, status: Status, reason: str) -> int:
+    """Set a final status on claimed documents (a permanent model error, say)."""
+    result = session.execute(
+        update(Document)
+        .where(col(Document.id).in_(ids), Document.claim_token == token)
+        .values(status=status, status_reason=reason[:500], claim_token=None, updated_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def stale(*, session: Session, older_than: timedelta, limit: int = 10_000) -> dict[str, list[int]]:
+    """Documents waiting or classifying for longer than older_than, by stage."""
+    cutoff: datetime = utcnow() - older_than
+    query = (
+        select(Document.id, Document.stage)
+        .where(
+            or_(
+                and_(col(Document.status).in_([s.value for s in WAITING]), Document.updated_at < cutoff),
+                and_(Document.status == Status.classifying, col(Document.claimed_at) < cutoff),
+            )
+        )
+        .order_by(col(Document.id))
+        .limit(limit)
+    )
+    by_stage: dict[str, list[int]] = {}
+    for doc_id, stage in session.exec(query):
+        by_stage.setdefault(stage, []).append(doc_id)
+    return by_stage
+
+
+def release(*, session: Session, ids: Sequence[int], first_stage: str) -> None:
+    """Put stuck documents back to waiting and undispatched, so that a dispatch takes them again."""
+    now = utcnow()
+    base = update(Document).where(
+        col(Document.id).in_(ids),
+        col(Document.status).in_([Status.classifying.value, *[s.value for s in WAITING]]),
+    )
+    session.execute(
+        base.where(Document.stage == first_stage).values(
+            status=Status.queued, claim_token=None, updated_at=now
+        )
+    )
+    session.execute(
+        base.where(Document.stage != first_stage).values(
+            status=Status.escalated, claim_token=None, updated_at=now
+        )
+    )
+
+
+def waiting(*, session: Session, stage: str, limit: int) -> list[int]:
+    """Ids waiting at stage, oldest first."""
+    query = (
+        select(Document.id)
+        .where(Document.stage == stage, col(Document.status).in_([s.value for s in WAITING]))
+        .order_by(col(Document.id))
+        .limit(limit)
+    )
+    return [i for i in session.exec(query) if i is not None]
+
+
+def latest_calibration(*, session: Session, taxonomy: str, tier: str) -> Calibration | None:
+    """The newest calibration for a taxonomy and tier."""
+    query = (
+        select(Calibration)
+        .where(Calibration.taxonomy == taxonomy, Calibration.tier == tier)
+        .order_by(col(Calibration.id).desc())
+        .limit(1)
+    )
+    return session.exec(query).first()
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+def counts_by_status(*, session: Session) -> dict[str, int]:
+    """How many documents are in each status."""
+    rows = session.exec(select(Document.status, func.count()).group_by(Document.status))
+    return {status: count for status, count in rows}
+
+
+def mark_dispatched(*, session: Session, stage: str, token: str, limit: int) -> list[int]:
+    """Take up to limit undispatched documents waiting at stage under token, oldest first."""
+    pick = (
+        select(Document.id)
+        .where(
+            Document.stage == stage,
+            col(Document.status).in_([s.value for s in WAITING]),
+            col(Document.claim_token).is_(None),
+        )
+        .order_by(col(Document.id))
+        .limit(limit)
+    )
+    ids = [i for i in session.exec(pick) if i is not None]
+    if not ids:
+        return []
+    session.execute(
+        update(Document)
+        .where(col(Document.id).in_(ids), col(Document.claim_token).is_(None))
+        .values(claim_token=token, updated_at=utcnow())
+    )
+    taken = select(Document.id).where(col(Document.id).in_(ids), Document.claim_token == token)
+    return sorted(i for i in session.exec(taken) if i is not None)
+
+
+def costs_for(*, session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Total nano-USD spent on each of ids."""
+    query = (
+        select(Attempt.document_id, func.sum(Attempt.cost_nanousd))
+        .where(col(Attempt.document_id).in_(list(ids)))
+        .group_by(Attempt.document_id)
+    )
+    return {doc_id: int(total or 0) for doc_id, total in session.exec(query)}
+
+
+def cost_report(*, session: Session) -> dict[str, Any]:
+    """Spending by tier and model, and the all-to-the-last-tier baseline (first attempt repriced)."""
+    rows = session.exec(
+        select(
+            Attempt.tier,
+            Attempt.model,
+            func.count(),
+            func.count(func.distinct(Attempt.document_id)),
+            func.sum(Attempt.input_tokens),
+            func.sum(Attempt.cached_tokens),
+            func.sum(Attempt.output_tokens),
+            func.sum(Attempt.cost_nanousd),
+        ).group_by(Attempt.tier, Attempt.model)
+    ).all()
+    first = select(func.min(Attempt.id)).group_by(Attempt.document_id).scalar_subquery()
+    baseline = session.exec(
+        select(func.sum(Attempt.reference_nanousd)).where(col(Attempt.id).in_(first))
+    ).one()
+    documents = session.exec(select(func.count(func.distinct(Attempt.document_id)))).one()
+    return {
+        "documents": int(documents or 0),
+        "baseline_nanousd": int(baseline or 0),
+        "by_tier": [
+            {
+                "tier": tier,
+                "model": model,
+                "attempts": int(n),
+                "documents": int(d),
+                "input_tokens": int(i or 0),
+                "cached_tokens": int(c or 0),
+                "output_tokens": int(o or 0),
+                "cost_nanousd": int(cost or 0),
+            }
+            for tier, model, n, d, i, c, o, cost in rows
+        ],
+    }

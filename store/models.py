@@ -1,0 +1,202 @@
+"""SQLModel families per entity: Base (shared fields), table, Create (input), Public (output)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydField
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, stored as UTC."""
+    return datetime.now(UTC)
+
+
+NANO = 1_000_000_000  # costs are kept in integer nano-USD so that sums are exact
+
+
+class Status(enum.StrEnum):
+    """Where a document is in the cascade."""
+
+    queued = "queued"
+    classifying = "classifying"
+    escalated = "escalated"
+    done = "done"
+    needs_review = "needs_review"
+    failed = "failed"
+
+
+FINAL = (Status.done, Status.needs_review, Status.failed)
+WAITING = (Status.queued, Status.escalated)
+
+
+# Taxonomy: a named, versioned label set.
+class TaxonomyBase(SQLModel):
+    name: str = Field(index=True, max_length=64)
+    description: str = ""
+    multi_label: bool = False
+    none_label: str | None = None
+
+
+class Taxonomy(TaxonomyBase, table=True):
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = 1
+    labels: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Document: one piece of text to classify, stored before it is queued.
+class DocumentBase(SQLModel):
+    external_id: str | None = Field(default=None, max_length=256)
+    taxonomy: str = Field(max_length=64)
+
+
+class Document(DocumentBase, table=True):
+    __table_args__ = (
+        UniqueConstraint("taxonomy", "content_hash", name="uq_document_taxonomy_hash"),
+        Index("ix_document_status_stage", "status", "stage"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    content_hash: str = Field(max_length=64)
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    source: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    import_id: int | None = Field(default=None, foreign_key="importjob.id", index=True)
+    taxonomy_version: int = 1
+    status: str = Field(default=Status.queued, max_length=16)
+    status_reason: str | None = None
+    stage: str = Field(max_length=32, description="Tier the document waits for or is in")
+    label: str | None = Field(default=None, index=True)
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    confidence: float | None = None
+    tier: str | None = None
+    model: str | None = None
+    claim_token: str | None = Field(default=None, max_length=64)
+    claimed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class DocumentCreate(BaseModel):
+    """What a caller submits; not an SQLModel, whose class owns the name `metadata`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    external_id: str | None = PydField(default=None, max_length=256)
+    metadata: dict[str, Any] = PydField(default_factory=dict)
+    taxonomy: str | None = None
+
+
+# Attempt: one tier's answer for one document, with its share of the request's cost.
+class AttemptBase(SQLModel):
+    tier: str
+    model: str
+    label: str | None = None
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    confidence: float | None = None
+    raw_confidence: float | None = None
+    confidence_method: str | None = None
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: int = 0
+    outcome: str = Field(max_length=16, description="accepted | escalated | review | invalid")
+    error: str | None = None
+
+
+class Attempt(AttemptBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    request_id: str = Field(max_length=64)
+    cost_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # The same tokens priced at the last (largest) tier: the baseline of the saving report.
+    reference_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AttemptPublic(AttemptBase):
+    cost_usd: float
+    created_at: datetime
+
+
+# ImportJob: one bulk import of an S3 prefix.
+class ImportJob(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    endpoint_url: str | None = None
+    taxonomy: str
+    mode: str = "document_per_file"
+    status: str = "listing"
+    continuation_token: str | None = Field(default=None, sa_column=Column(Text))
+    listed: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    failed: int = 0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportSkip(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    import_id: int = Field(foreign_key="importjob.id", index=True)
+    key: str
+    reason: str
+
+
+# Example: a trusted label (gold, reviewed, or a confident large-tier answer) to learn from.
+class Example(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    taxonomy: str = Field(index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    label: str | None = None
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    origin: str = Field(max_length=16, description="gold | review | tier name")
+    document_id: int | None = Field(default=None, foreign_key="document.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Calibration: a fitted confidence map and threshold per taxonomy and tier.
+class Calibration(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    taxonomy: str = Field(index=True)
+    tier: str
+    model: str
+    method: str
+    params: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    threshold: float
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# LocalModel: a trained local classifier version with its held-out scores.
+class LocalModel(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    taxonomy: str = Field(index=True)
+    version: int
+    features: str
+    n_train: int
+    score: float
+    threshold: float
+    active: bool = False
+    path: str
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ApiKey: only a hash is stored; the key is shown once.
+class ApiKey(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=128, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

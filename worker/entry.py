@@ -1,0 +1,9 @@
+"""Entry point for the celery command: `celery -A worker.entry:app worker -E`."""
+
+from docsort.config import Settings
+from docsort.logs import setup_logging
+from worker.app import create_celery
+
+settings = Settings()
+setup_logging(settings)
+app = create_celery(settings)
