@@ -29,7 +29,13 @@ class Calibrator:
     @property
     def params(self) -> dict[str, Any]:
         """What is stored to rebuild it."""
-        return {"method": self.method, "xs": list(self.xs), "ys": list(self.ys), "a": self.a, "b": self.b}
+        return {
+            "method": self.method,
+            "xs": list(self.xs),
+            "ys": list(self.ys),
+            "a": self.a,
+            "b": self.b,
+        }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Calibrator:
@@ -98,7 +104,9 @@ def sweep(
     return points
 
 
-def choose_threshold(points: Sequence[CascadePoint], large_accuracy: float, target_gap: float) -> CascadePoint:
+def choose_threshold(
+    points: Sequence[CascadePoint], large_accuracy: float, target_gap: float
+) -> CascadePoint:
     """The cheapest point whose accuracy is within target_gap of large-only (else the most accurate)."""
     good = [p for p in points if p.accuracy >= large_accuracy - target_gap]
     if good:

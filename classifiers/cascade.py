@@ -128,9 +128,7 @@ class TierRunner:
         weights = [p.tokens + 1 for p in batch]
         usages = split_usage(completion.usage, weights)
         costs = split(cost_nanousd(completion.usage, tier.price), weights)
-        refs = split(
-            cost_nanousd(completion.usage, self.reference_price or tier.price), weights
-        )
+        refs = split(cost_nanousd(completion.usage, self.reference_price or tier.price), weights)
         missing = []
         for p, usage, cost, ref_cost in zip(batch, usages, costs, refs, strict=True):
             record = AttemptRecord(
@@ -157,9 +155,7 @@ class TierRunner:
             attempts[p.doc.id].append(record)
         return missing
 
-    def _parse(
-        self, completion: Completion, batch: list[Packed]
-    ) -> tuple[dict[int, _Answer], str | None]:
+    def _parse(self, completion: Completion, batch: list[Packed]) -> tuple[dict[int, _Answer], str | None]:
         """Valid answers by ref; refs answered twice, unknown or off-taxonomy are left out."""
         try:
             payload = json.loads(completion.text)
@@ -188,9 +184,7 @@ class TierRunner:
             out[ref] = self._answer(item, completion, spans[position] if position < len(spans) else None)
         return out, None
 
-    def _answer(
-        self, item: BaseModel, completion: Completion, span: list[int] | None
-    ) -> _Answer:
+    def _answer(self, item: BaseModel, completion: Completion, span: list[int] | None) -> _Answer:
         data: dict[str, Any] = item.model_dump()
         label = data.get("label")
         labels = data.get("labels")

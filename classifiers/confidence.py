@@ -31,7 +31,6 @@ def label_confidence(
     None where the tokens do not line up with content (a tokenizer that re-spells the text).
     """
     rendered = {label: json.dumps(label)[1:-1] for label in labels}
-    target = rendered[chosen]
     offsets = []
     position = 0
     for tok in tokens:
@@ -39,9 +38,7 @@ def label_confidence(
         position += len(tok.token)
     if position != len(content):
         return None
-    index = next(
-        (i for i, off in enumerate(offsets) if off <= start < off + len(tokens[i].token)), None
-    )
+    index = next((i for i, off in enumerate(offsets) if off <= start < off + len(tokens[i].token)), None)
     if index is None:
         return None
     lead = content[offsets[index] : start]  # text of the first token before the label, e.g. '"'
@@ -58,9 +55,7 @@ def label_confidence(
         candidates.setdefault(tok.token, tok.logprob)
         mass_chosen = sum(math.exp(lp) for t, lp in candidates.items() if fits(chosen, written + t))
         mass_any = sum(
-            math.exp(lp)
-            for t, lp in candidates.items()
-            if any(fits(label, written + t) for label in alive)
+            math.exp(lp) for t, lp in candidates.items() if any(fits(label, written + t) for label in alive)
         )
         if mass_any <= 0:
             return None

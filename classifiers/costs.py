@@ -28,9 +28,7 @@ def cost_nanousd(usage: Usage, price: Price, *, batch_api: bool = False) -> int:
     """What usage costs at price, in nano-USD (prices are USD per million tokens)."""
     uncached = max(usage.input_tokens - usage.cached_tokens, 0)
     micro = (
-        uncached * price.input
-        + usage.cached_tokens * price.cached_input
-        + usage.output_tokens * price.output
+        uncached * price.input + usage.cached_tokens * price.cached_input + usage.output_tokens * price.output
     )
     if batch_api:
         micro *= price.batch_discount
@@ -45,9 +43,7 @@ def split(total: int, weights: list[int]) -> list[int]:
         weights = [1] * len(weights)
     whole = sum(weights)
     shares = [total * w // whole for w in weights]
-    remainders = sorted(
-        range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i)
-    )
+    remainders = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
     for i in remainders[: total - sum(shares)]:
         shares[i] += 1
     return shares

@@ -60,9 +60,7 @@ def system_prompt(taxonomy: Taxonomy) -> str:
 def user_prompt(batch: list[Packed], taxonomy: Taxonomy) -> str:
     """The documents of one request, each fenced by a tag the documents cannot know."""
     tag = secrets.token_hex(4)
-    blocks = [
-        f"<<<DOC ref={p.ref} tag={tag}>>>\n{p.text}\n<<<END tag={tag}>>>" for p in batch
-    ]
+    blocks = [f"<<<DOC ref={p.ref} tag={tag}>>>\n{p.text}\n<<<END tag={tag}>>>" for p in batch]
     refs = ", ".join(str(p.ref) for p in batch)
     labels = ", ".join(taxonomy.label_names)
     return (

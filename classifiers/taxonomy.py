@@ -46,9 +46,7 @@ def from_dataset_labels(name: str, labels: list[str], *, multi_label: bool) -> T
     )
 
 
-def answer_models(
-    taxonomy: Taxonomy, *, stated_confidence: bool
-) -> tuple[type[BaseModel], type[BaseModel]]:
+def answer_models(taxonomy: Taxonomy, *, stated_confidence: bool) -> tuple[type[BaseModel], type[BaseModel]]:
     """The per-document result model and the batch answer model for a taxonomy."""
     label_type: Any = Literal[tuple(taxonomy.label_names)]
     fields: dict[str, Any] = {"ref": (int, Field(description="The ref of the document"))}
@@ -64,9 +62,7 @@ def answer_models(
     batch = create_model(
         "classify_documents",
         __config__=ConfigDict(extra="forbid"),
-        __doc__=(
-            "Record the label of every document given, one result per ref, each ref exactly once."
-        ),
+        __doc__=("Record the label of every document given, one result per ref, each ref exactly once."),
         results=(list[item], Field(description="One result per document ref")),
     )
     return item, batch

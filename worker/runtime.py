@@ -19,11 +19,6 @@ from store import crud
 from store.db import make_engine, session_scope
 
 
-def weights_path(settings: Settings, key: str | None) -> str | None:
-    """Where docsort keeps the assembled GGUF for an offline weights key."""
-    return str(settings.data_dir / "models" / f"{key}.gguf") if key else None
-
-
 @dataclass
 class Runtime:
     """What tasks need, built lazily in each worker process (engines do not survive fork)."""
@@ -48,9 +43,7 @@ class Runtime:
     def runner(self, taxonomy: Taxonomy, tier_name: str) -> TierRunner:
         """A runner for a taxonomy version and tier, with its current calibration."""
         with session_scope(self.engine) as session:
-            calibration = crud.latest_calibration(
-                session=session, taxonomy=taxonomy.name, tier=tier_name
-            )
+            calibration = crud.latest_calibration(session=session, taxonomy=taxonomy.name, tier=tier_name)
         cal_id = calibration.id if calibration and calibration.id else 0
         key = (taxonomy.name, taxonomy.version, tier_name, cal_id)
         with self._lock:
@@ -63,12 +56,11 @@ class Runtime:
                     taxonomy=taxonomy,
                     model=get_model(tier, self.http_client),
                     tokenizer=get_tokenizer(
-                        tier.tokenizer, weights_path(self.settings, tier.weights)
+                        tier.tokenizer,
+                        str(self.settings.weights_path(tier.weights)) if tier.weights else None,
                     ),
                     calibrate=calibrate,
                     is_last=self.settings.next_tier(tier_name) is None,
                     reference_price=self.settings.models[-1].price,
                 )
             return self._runners[key]
-
-

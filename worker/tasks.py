@@ -41,7 +41,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
             chunk = ids[start : start + size]
             classify_batch.apply_async(args=[tier, chunk], queue=settings.tier(tier).queue)
 
-    @app.task(name="docsort.dispatch", ignore_result=True)
+    @app.task(name="docsort.dispatch", ignore_result=True, shared=False)
     def dispatch(tier: str) -> int:
         """Hand every undispatched document waiting at tier to classify_batch, in batches."""
         limit = settings.tier(tier).batch_size * settings.worker.max_batches_per_dispatch
@@ -57,6 +57,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
     @app.task(
         bind=True,
         name="docsort.classify_batch",
+        shared=False,
         acks_late=True,  # safe: claims and writes are guarded, so a redelivery changes nothing
         reject_on_worker_lost=True,
         autoretry_for=RETRYABLE,
@@ -124,7 +125,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
                 log.exception("could not queue escalations", extra={"ids": moved["escalated"]})
         return {"tier": args.tier, **{k: len(v) for k, v in moved.items()}}
 
-    @app.task(name="docsort.reconcile", ignore_result=True)
+    @app.task(name="docsort.reconcile", ignore_result=True, shared=False)
     def reconcile() -> dict[str, int]:
         """Re-queue documents stuck waiting or classifying for longer than the configured time."""
         older = timedelta(seconds=settings.worker.reconcile_after_s)

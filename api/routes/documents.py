@@ -84,9 +84,7 @@ async def _from_json(request: Request, settings: Settings) -> tuple[list[Documen
     try:
         body = _BODY.validate_python(data)
     except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise InvalidInput(f"invalid document(s): {errors}") from exc
     if isinstance(body, DocumentsIn):
         return body.documents, body.taxonomy
@@ -166,7 +164,9 @@ async def post_documents(
     return AcceptedList(data=accepted, count=len(accepted), queued=queued)
 
 
-def to_public(doc: Document, attempts: list[AttemptPublic], cost_nanousd: int | None = None) -> DocumentPublic:
+def to_public(
+    doc: Document, attempts: list[AttemptPublic], cost_nanousd: int | None = None
+) -> DocumentPublic:
     """A document as the API shows it."""
     assert doc.id is not None
     return DocumentPublic(
@@ -199,7 +199,11 @@ def public_attempts(session: Any, document_id: int) -> list[AttemptPublic]:
     ]
 
 
-@router.get("/{document_id}", response_model=DocumentPublic, responses={404: {"description": "No such document"}})
+@router.get(
+    "/{document_id}",
+    response_model=DocumentPublic,
+    responses={404: {"description": "No such document"}},
+)
 def get_document(document_id: int, session: SessionDep) -> DocumentPublic:
     """A document's status, label, confidence, tier and every attempt with its cost."""
     doc = crud.get_document(session=session, document_id=document_id)

@@ -40,8 +40,13 @@ def readyz(request: Request) -> JSONResponse:
                 headers={"Authorization": f"Bearer {tier.api_key.get_secret_value()}"},
                 timeout=3,
             )
-            checks[f"model:{tier.name}"] = "ok" if response.status_code < 500 else f"HTTP {response.status_code}"
+            checks[f"model:{tier.name}"] = (
+                "ok" if response.status_code < 500 else f"HTTP {response.status_code}"
+            )
         except httpx.HTTPError as exc:
             checks[f"model:{tier.name}"] = f"down: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

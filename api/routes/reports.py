@@ -27,7 +27,10 @@ def get_costs(session: SessionDep) -> CostReport:
         saving_usd=(baseline - total) / NANO,
         saving_pct=100.0 * (baseline - total) / baseline if baseline else 0.0,
         by_tier=[
-            TierCost(**{k: v for k, v in t.items() if k != "cost_nanousd"}, cost_usd=t["cost_nanousd"] / NANO)
+            TierCost(
+                **{k: v for k, v in t.items() if k != "cost_nanousd"},
+                cost_usd=t["cost_nanousd"] / NANO,
+            )
             for t in report["by_tier"]
         ],
     )

@@ -1,0 +1,114 @@
+"""The cascade under bad answers, injected at the HTTP seam (tests/fakes.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from classifiers.cascade import TierRunner
+from classifiers.packing import DocIn
+from classifiers.providers import get_model
+from classifiers.taxonomy import Taxonomy
+from classifiers.tokens import ApproxTokenizer
+from docsort.config import GPT_4O_MINI, ModelTier, default_taxonomy
+from docsort.errors import PermanentModelError, TransientModelError
+from tests.fakes import ScriptedEndpoint, answer, chat, label_all
+
+DOCS = [DocIn(10, "alpha news"), DocIn(11, "beta match"), DocIn(12, "gamma market")]
+
+
+def runner(endpoint: ScriptedEndpoint, *, is_last: bool = False, **tier: object) -> TierRunner:
+    values: dict[str, object] = {
+        "name": "small",
+        "base_url": "http://fake/v1",
+        "model": "fake",
+        "transport": "tools",
+        "confidence": "stated",
+        "price": GPT_4O_MINI,
+        "threshold": 0.5,
+        "max_retries": 0,
+        "max_reasks": 2,
+    }
+    values.update(tier)
+    return TierRunner(
+        taxonomy=Taxonomy(**default_taxonomy().model_dump()),
+        model=get_model(ModelTier(**values), endpoint.client()),  # type: ignore[arg-type]
+        tokenizer=ApproxTokenizer(),
+        is_last=is_last,
+    )
+
+
+def test_a_good_batch_is_one_request() -> None:
+    endpoint = ScriptedEndpoint(label_all("Sports"))
+    decisions = runner(endpoint, transport="json_schema").run(DOCS)
+    assert len(endpoint.requests) == 1
+    assert [d.verdict for d in decisions] == ["accept"] * 3
+    assert all(d.label == "Sports" for d in decisions)
+    assert endpoint.requests[0]["response_format"]["json_schema"]["strict"] is True
+
+
+def test_missing_and_invalid_refs_are_asked_again_alone_and_all_tries_are_counted() -> None:
+    first = answer(
+        [
+            {"ref": 1, "label": "World", "confidence": 0.9},
+            {"ref": 2, "label": "Weather", "confidence": 0.9},
+        ],
+        prompt_tokens=300,
+        completion_tokens=30,
+    )
+    endpoint = ScriptedEndpoint(first, label_all("Business"))
+    decisions = runner(endpoint).run(DOCS)
+    assert len(endpoint.requests) == 3  # the batch, then refs 2 and 3 alone
+    by_id = {d.doc_id: d for d in decisions}
+    assert by_id[10].label == "World" and len(by_id[10].attempts) == 1
+    for doc_id in (11, 12):
+        outcomes = [a.outcome for a in by_id[doc_id].attempts]
+        assert outcomes == ["invalid", "accepted"]
+        assert by_id[doc_id].label == "Business"
+    tokens = sum(a.usage.input_tokens for d in decisions for a in d.attempts)
+    assert tokens == 300 + 100 + 100  # every request's tokens, shared out, none lost
+
+
+def test_garbage_forever_escalates_then_reviews_with_costs_recorded() -> None:
+    endpoint = ScriptedEndpoint(chat("this is not json {"))
+    decisions = runner(endpoint).run(DOCS[:1])
+    assert decisions[0].verdict == "escalate"
+    assert len(decisions[0].attempts) == 3  # one try + two re-asks
+    assert all(a.cost_nanousd > 0 for a in decisions[0].attempts)
+    last = runner(ScriptedEndpoint(chat("")), is_last=True).run(DOCS[:1])
+    assert last[0].verdict == "review"
+
+
+def test_duplicate_ref_is_not_trusted() -> None:
+    twice = answer(
+        [
+            {"ref": 1, "label": "World", "confidence": 1},
+            {"ref": 1, "label": "Sports", "confidence": 1},
+        ]
+    )
+    endpoint = ScriptedEndpoint(twice, label_all("Sports"))
+    decisions = runner(endpoint).run(DOCS[:1])
+    assert decisions[0].label == "Sports" and len(endpoint.requests) == 2
+
+
+def test_low_confidence_escalates_and_last_tier_reviews() -> None:
+    assert runner(ScriptedEndpoint(label_all("World", 0.2))).run(DOCS[:1])[0].verdict == "escalate"
+    assert (
+        runner(ScriptedEndpoint(label_all("World", 0.2)), is_last=True).run(DOCS[:1])[0].verdict == "review"
+    )
+
+
+def test_429_with_retry_after_is_retried_by_the_client() -> None:
+    limited = httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+    endpoint = ScriptedEndpoint(limited, label_all("World"))
+    decisions = runner(endpoint, max_retries=2).run(DOCS[:1])
+    assert decisions[0].label == "World" and len(endpoint.requests) == 2
+
+
+def test_transient_and_permanent_errors_surface_as_such() -> None:
+    down = httpx.Response(503, json={"error": {"message": "overloaded"}})
+    with pytest.raises(TransientModelError):
+        runner(ScriptedEndpoint(down)).run(DOCS[:1])
+    bad = httpx.Response(401, json={"error": {"message": "bad key"}})
+    with pytest.raises(PermanentModelError):
+        runner(ScriptedEndpoint(bad)).run(DOCS[:1])
