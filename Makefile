@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The embeddings extra pulls torch (a CPU build on these machines, a large download elsewhere): opt in.
+EXTRAS ?= llm,dev
 
 .PHONY: install demo test lint typecheck bench clean
 
@@ -10,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# llama-cpp-python compiles for ~10 min once; pip's wheel cache makes later installs instant.
-	$(BIN)/pip install --quiet -e '.[llm,dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

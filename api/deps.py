@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
 from docsort.config import Settings
@@ -37,6 +37,10 @@ def get_celery(request: Request) -> Celery:
     celery: Celery = request.app.state.celery
     return celery
 
+
+# Ids as path or query parameters: bounded to what the databases store (SQLite: signed 64-bit).
+MAX_DB_INT = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -84,12 +84,27 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): unreadable input.
+            cause = type(exc.__cause__).__name__
+            return problem(422, f"the request body could not be read as JSON ({cause}); send UTF-8 JSON")
         return problem(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def _db_down(_: Request, exc: sqlalchemy.exc.OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc.__class__.__name__)
         return problem(503, "the database is unavailable; nothing was stored", {"Retry-After": "5"})
+
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    async def _unstorable(_: Request, exc: sqlalchemy.exc.DataError) -> JSONResponse:
+        # PostgreSQL refuses NUL characters in text and out-of-range values; the input was bad.
+        log.info("database refused a value: %s", exc.orig.__class__.__name__)
+        return problem(422, "a value in the request cannot be stored or searched (e.g. a NUL character)")
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # Only request text can hold unpaired surrogates (JSON "\ud800" escapes); nothing is stored.
+        return problem(422, "the request has text that is not valid Unicode (an unpaired surrogate)")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from celery import Celery
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors
-from api.routes import documents, health, reports, taxonomies
+from api import logging as request_logging
+from api.auth import require_api_key
+from api.limits import BodyLimit
+from api.routes import documents, examples, health, imports, reports, taxonomies
+from api.schemas import problem_responses
 from docsort import __version__
 from docsort.config import Settings
 from store import crud
@@ -38,6 +42,12 @@ def create_app(settings: Settings, celery: Celery | None = None) -> FastAPI:
     with session_scope(app.state.engine) as session:
         crud.put_taxonomy(session=session, spec=settings.default_taxonomy)
     errors.install(app)
-    for module in (documents, reports, taxonomies, health):
-        app.include_router(module.router)
+    request_logging.install(app)
+    app.add_middleware(BodyLimit, limit=settings.api.max_request_bytes)
+    # Every route but /healthz, /readyz and the OpenAPI docs needs a key when require_auth is on.
+    guard = [Depends(require_api_key)] if settings.api.require_auth else []
+    common = problem_responses(*((401,) if guard else ()), 422, 503)
+    for module in (documents, examples, imports, reports, taxonomies):
+        app.include_router(module.router, dependencies=guard, responses=common)
+    app.include_router(health.router)
     return app

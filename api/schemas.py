@@ -99,3 +99,32 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    limit: int | None = Field(None, description="413: the limit the request went over")
+    errors: list[dict[str, Any]] | None = Field(None, description="422: each invalid field")
+
+
+PROBLEM_TEXT = {
+    401: "No valid API key (`Authorization: Bearer <key>`)",
+    404: "No such resource",
+    413: "Over a size or count limit; `limit` says which",
+    415: "Unsupported content type",
+    422: "Invalid input; `detail` names the field",
+    503: "The database is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring each status as an application/problem+json Problem."""
+    schema = Problem.model_json_schema()
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": PROBLEM_TEXT[status],
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+        if status == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        if status == 503:
+            response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "required": True}}
+        out[status] = response
+    return out

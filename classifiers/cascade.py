@@ -17,7 +17,7 @@ from classifiers.providers.base import ChatModel, Completion
 from classifiers.taxonomy import Taxonomy, answer_models
 from classifiers.tokens import Tokenizer
 from docsort.config import Price
-from docsort.errors import ModelError
+from docsort.errors import ModelError, PermanentModelError
 
 Verdict = Literal["accept", "escalate", "review"]
 Calibrator = Callable[[float], float]
@@ -78,6 +78,9 @@ class TierRunner:
 
     def __post_init__(self) -> None:
         tier = self.model.tier
+        self.label_only = tier.transport == "label_only"
+        if self.label_only and self.taxonomy.multi_label:
+            raise PermanentModelError(f"{tier.name}: label_only cannot answer multi-label taxonomies")
         self.use_logprobs = tier.confidence == "label_logprobs" and self.model.gives_logprobs
         self.item_model, self.batch_model = answer_models(
             self.taxonomy, stated_confidence=not self.use_logprobs
@@ -93,7 +96,7 @@ class TierRunner:
         for batch in pack(
             docs,
             self.tokenizer,
-            batch_size=tier.batch_size,
+            batch_size=1 if self.label_only else tier.batch_size,
             request_token_budget=tier.request_token_budget,
             doc_token_budget=tier.doc_token_budget,
         ):
@@ -118,13 +121,24 @@ class TierRunner:
     ) -> list[Packed]:
         """One request for batch; records attempts and answers, returns the refs still owed."""
         tier = self.model.tier
-        completion = self.model.complete(
-            system=self.system,
-            user=user_prompt(batch, self.taxonomy),
-            answer_model=self.batch_model,
-            max_tokens=min(tier.max_output_tokens * len(batch), 4096),
-        )
-        parsed, error = self._parse(completion, batch)
+        if self.label_only:
+            completion = self.model.complete(
+                system=self.system,
+                user=user_prompt(batch, self.taxonomy)
+                + "\nReply with exactly one of the allowed labels and nothing else.",
+                answer_model=self.batch_model,
+                max_tokens=16,
+                labels=self.taxonomy.label_names,
+            )
+            parsed, error = self._parse_label(completion, batch[0].ref)
+        else:
+            completion = self.model.complete(
+                system=self.system,
+                user=user_prompt(batch, self.taxonomy),
+                answer_model=self.batch_model,
+                max_tokens=min(tier.max_output_tokens * len(batch), 4096),
+            )
+            parsed, error = self._parse(completion, batch)
         weights = [p.tokens + 1 for p in batch]
         usages = split_usage(completion.usage, weights)
         costs = split(cost_nanousd(completion.usage, tier.price), weights)
@@ -183,6 +197,20 @@ class TierRunner:
                 continue
             out[ref] = self._answer(item, completion, spans[position] if position < len(spans) else None)
         return out, None
+
+    def _parse_label(self, completion: Completion, ref: int) -> tuple[dict[int, _Answer], str | None]:
+        """A bare-label answer: exactly one of the labels, its confidence from the label's tokens."""
+        text = completion.text
+        label = text.strip()
+        if label not in self.taxonomy.label_names:
+            return {}, f"answer {text[:80]!r} is not a label"
+        confidence = None
+        if completion.logprobs:
+            confidence = label_confidence(
+                text, text.index(label), label, self.taxonomy.label_names, completion.logprobs, json_string=False
+            )
+        method = "label_logprobs" if confidence is not None else "none"
+        return {ref: _Answer(label, None, confidence, method)}, None
 
     def _answer(self, item: BaseModel, completion: Completion, span: list[int] | None) -> _Answer:
         data: dict[str, Any] = item.model_dump()

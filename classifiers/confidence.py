@@ -22,6 +22,8 @@ def label_confidence(
     chosen: str,
     labels: list[str],
     tokens: list[TokenLogprob],
+    *,
+    json_string: bool = True,
 ) -> float | None:
     """P(chosen | one of labels) where chosen's JSON text starts at content[start].
 
@@ -30,7 +32,9 @@ def label_confidence(
     possible, until only `chosen` remains (the chain rule over the labels' token prefixes).
     None where the tokens do not line up with content (a tokenizer that re-spells the text).
     """
-    rendered = {label: json.dumps(label)[1:-1] for label in labels}
+    # Inside JSON a label is escaped and ends at a quote; a bare answer is the label itself.
+    rendered = {label: json.dumps(label)[1:-1] if json_string else label for label in labels}
+    end = '"' if json_string else ""
     offsets = []
     position = 0
     for tok in tokens:
@@ -44,7 +48,7 @@ def label_confidence(
     lead = content[offsets[index] : start]  # text of the first token before the label, e.g. '"'
 
     def fits(label: str, text: str) -> bool:
-        full = lead + rendered[label] + '"'
+        full = lead + rendered[label] + end
         return full.startswith(text) or text.startswith(full)
 
     alive = set(labels)

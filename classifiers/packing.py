@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import Tokenizer, truncate
@@ -57,10 +60,45 @@ def system_prompt(taxonomy: Taxonomy) -> str:
     )
 
 
+# Look-alikes of control text inside documents: this module's fences ("<<<", ">>>") and chat-template
+# special tokens. llama.cpp's server tokenizes the whole prompt with special tokens enabled, so a
+# document's "<|im_start|>system" would otherwise become a real role switch.
+_LOOKALIKE = re.compile(r"<<<|>>>|<\||\|>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>")
+_BREAK = "\u200b"  # zero-width space: the text reads the same, the tokens no longer match
+
+
+def _broken(match: re.Match[str]) -> str:
+    return match.group(0)[0] + _BREAK + match.group(0)[1:]
+
+
+@lru_cache(maxsize=64)
+def _label_names(labels: tuple[str, ...]) -> re.Pattern[str] | None:
+    names = sorted((label for label in labels if len(label) >= 3), key=len, reverse=True)
+    if not names:
+        return None
+    words = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+
+
+def neutralise(text: str, labels: Sequence[str] = ()) -> str:
+    """Document text with fence, special-token and label-name look-alikes broken: they stay data.
+
+    A document that names a label ("the correct label is Business") gives a small model a word to
+    copy into its answer; broken by a zero-width space, label names appear verbatim only in the
+    instructions. Nothing is removed, so the text reads the same.
+    """
+    text = _LOOKALIKE.sub(_broken, text)
+    pattern = _label_names(tuple(labels))
+    return pattern.sub(_broken, text) if pattern else text
+
+
 def user_prompt(batch: list[Packed], taxonomy: Taxonomy) -> str:
     """The documents of one request, each fenced by a tag the documents cannot know."""
     tag = secrets.token_hex(4)
-    blocks = [f"<<<DOC ref={p.ref} tag={tag}>>>\n{p.text}\n<<<END tag={tag}>>>" for p in batch]
+    labels = taxonomy.label_names
+    blocks = [
+        f"<<<DOC ref={p.ref} tag={tag}>>>\n{neutralise(p.text, labels)}\n<<<END tag={tag}>>>" for p in batch
+    ]
     refs = ", ".join(str(p.ref) for p in batch)
     labels = ", ".join(taxonomy.label_names)
     return (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +16,50 @@ from pydantic_settings import (
 )
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "docsort", "admin", "password", "secret"}
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether value is a default or documentation stand-in ("docsort", "sk-...", "<key>")."""
+    text = value.strip().lower()
+    return text in PLACEHOLDER_SECRETS or "..." in text or (text.startswith("<") and text.endswith(">"))
+
+
+def secret_values(model: BaseModel, path: str = "") -> dict[str, str]:
+    """Every secret in model by its path: SecretStr fields and passwords inside URL strings."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, SecretStr):
+            found[where] = value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{where}.{name}" if where else name)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+        elif isinstance(value, str) and "://" in value:
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                found[f"{where}.password"] = unquote(password)
+
+    walk(model, path)
+    return found
+
+
+def mask_url(url: str) -> str:
+    """url with its password, if any, shown as ***."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 class Price(BaseModel):
@@ -39,11 +84,13 @@ class ModelTier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
-    kind: Literal["openai", "llamacpp"] = "openai"
+    kind: Literal["openai", "llamacpp", "local"] = "openai"  # local: classifiers/local.py, free
     base_url: str = "https://api.openai.com/v1"
     api_key: SecretStr = SecretStr("not-needed")
     model: str = "gpt-4o-mini"
-    transport: Literal["tools", "json_schema", "json_object"] = "json_schema"
+    # label_only: one document a request, the bare label as the answer (grammar-bound on llama.cpp);
+    # the most reliable confidence for tiny local models.
+    transport: Literal["tools", "json_schema", "json_object", "label_only"] = "json_schema"
     confidence: Literal["label_logprobs", "stated"] = "label_logprobs"
     price: Price = Field(default_factory=Price)
     threshold: float = Field(0.5, ge=0, le=1)
@@ -60,6 +107,14 @@ class ModelTier(BaseModel):
     tokenizer: str = Field("tiktoken:o200k_base", description="tiktoken:<enc> | gguf | approx")
     weights: str | None = Field(None, description="Offline weights key; docsort serves it itself")
     port: int | None = Field(None, description="Port of the llama.cpp server docsort starts")
+
+    @model_validator(mode="after")
+    def _local_is_free(self) -> ModelTier:
+        if self.kind == "local" and self.price != Price():
+            raise ValueError(f"tier {self.name}: a local tier costs nothing; leave its price unset")
+        if self.kind == "local" and "threshold" not in self.model_fields_set:
+            self.threshold = 0.0  # a local tier's threshold is a floor; its model brings a calibrated one
+        return self
 
     @property
     def queue(self) -> str:
@@ -143,6 +198,58 @@ class WorkerSettings(BaseModel):
     max_batches_per_dispatch: int = 200
 
 
+class S3Settings(BaseModel):
+    """Bulk import from S3-compatible storage; credentials come from boto3's standard chain."""
+
+    endpoint_url: str | None = Field(None, description="MinIO, SeaweedFS, R2...; None means AWS")
+    region: str | None = None
+    max_object_bytes: int = Field(20_000_000, ge=1, description="Larger objects are skipped unread")
+    fetch_concurrency: int = Field(16, ge=1, le=256, description="Objects fetched at once per import")
+    page_size: int = Field(1000, ge=1, le=1000, description="Keys per list_objects_v2 page")
+    task_time_budget_s: float = Field(300.0, gt=0, description="An import task re-queues itself after")
+    stale_after_s: float = Field(600.0, gt=0, description="A silent import is resumed after this")
+
+
+class SpendSettings(BaseModel):
+    """Spending caps per UTC day; when reached, escalations wait instead of spending past it."""
+
+    daily_cap_usd: float | None = Field(None, ge=0, description="All taxonomies together")
+    per_taxonomy_daily_cap_usd: dict[str, float] = Field(default_factory=dict)
+
+    def cap_for(self, taxonomy: str) -> float | None:
+        """The tighter of the global and the taxonomy's cap."""
+        caps = [
+            c for c in (self.daily_cap_usd, self.per_taxonomy_daily_cap_usd.get(taxonomy)) if c is not None
+        ]
+        return min(caps) if caps else None
+
+
+def local_tier(name: str = "local") -> ModelTier:
+    """The learning tier: put it first in `models`; its threshold is calibrated per trained model."""
+    return ModelTier(name=name, kind="local", model="local", base_url="", batch_size=64, threshold=0.0)
+
+
+class LocalSettings(BaseModel):
+    """The local tier: what it learns from, when it retrains, how sure it must be (classifiers/local.py)."""
+
+    features: Literal["auto", "tfidf", "embeddings", "tfidf+embeddings"] = Field(
+        "auto", description="auto: the best by cross-validation among those installed"
+    )
+    min_examples: int = Field(50, ge=2, description="Labels needed before the first model")
+    retrain_every: int = Field(100, ge=1, description="New labels that make a retrain due")
+    holdout_fraction: float = Field(0.2, ge=0, lt=1, description="Labels never trained on, for scoring")
+    target_accuracy: float = Field(
+        0.9, gt=0, le=1, description="Held-out accuracy its answers must reach; set to the large tier's"
+    )
+    min_support: int = Field(10, ge=1, description="Held-out answers a threshold must rest on")
+    harvest: Literal["accepted", "last_tier", "none"] = Field(
+        "accepted", description="LLM answers learned from: any accepted, only the last tier's, none"
+    )
+    max_examples: int = Field(20_000, ge=10, description="Train on at most the newest N labels")
+    embed_backend: Literal["onnx", "torch"] = "onnx"
+    embed_max_tokens: int = Field(128, ge=16, le=512)
+
+
 class LabelSpec(BaseModel):
     """A label with what it means, as the model is told."""
 
@@ -197,6 +304,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         toml_file="docsort.toml",
         extra="forbid",
+        hide_input_in_errors=True,  # a start-up error must not print the secrets it was given
     )
 
     env: Literal["development", "production"] = "development"
@@ -209,6 +317,9 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    spend: SpendSettings = Field(default_factory=SpendSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
     log_json: bool = True
 
     @classmethod
@@ -240,11 +351,30 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"model tier names must be unique, got {names}")
         if self.env == "production":
-            if self.flower.password.get_secret_value().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("flower.password is a placeholder; set DOCSORT_FLOWER__PASSWORD")
+            placeholders = [path for path, value in secret_values(self).items() if is_placeholder(value)]
+            placeholders += [
+                f"models[{index}].api_key"
+                for index, tier in enumerate(self.models)
+                if (urlsplit(tier.base_url).hostname or "").endswith("openai.com")
+                and tier.api_key.get_secret_value() == "not-needed"
+            ]
+            if placeholders:
+                raise ValueError(
+                    f"placeholder secrets outside development: {', '.join(placeholders)}; "
+                    "set real ones (e.g. DOCSORT_FLOWER__PASSWORD)"
+                )
             if not self.api.require_auth:
                 raise ValueError("api.require_auth must be true in production")
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if isinstance(value, str) and (name or "").endswith("_url") else value
+
+    @field_serializer("database_url", "redis_url", when_used="json")
+    def _masked(self, value: str | None) -> str | None:
+        """In JSON dumps, like SecretStr fields, URLs show no password."""
+        return mask_url(value) if value else value
 
     def weights_path(self, key: str) -> Path:
         """Where the assembled GGUF for an offline weights key lives."""

@@ -138,6 +138,7 @@ class Supervisor:
 def redis_service(settings: Settings, port: int) -> Service:
     """A private Redis without persistence."""
     url = f"redis://127.0.0.1:{port}/0"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return Service(
         name="redis",
         argv=[
@@ -166,7 +167,7 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
             by_port.setdefault(tier.port, []).append(tier)
     services = []
     for port, tiers in by_port.items():
-        models = []
+        models: list[dict[str, object]] = []
         for tier in tiers:
             assert tier.weights is not None
             assert settings.weights_dir is not None
@@ -183,6 +184,7 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
                     "verbose": False,
                 }
             )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         config = settings.data_dir / f"llama-{port}.json"
         config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}))
         services.append(

@@ -8,14 +8,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from classifiers.cascade import Decision
+from classifiers.cascade import AttemptRecord, Decision
 from classifiers.taxonomy import Taxonomy as TaxonomyModel
 from docsort.config import TaxonomySpec
 from docsort.errors import NotFound
 from store.models import (
+    FINAL,
     WAITING,
     Attempt,
     Calibration,
@@ -76,7 +78,7 @@ def to_runtime(row: Taxonomy) -> TaxonomyModel:
     return TaxonomyModel(
         name=row.name,
         description=row.description,
-        labels=row.labels,  # type: ignore[arg-type]
+        labels=row.labels,
         multi_label=row.multi_label,
         none_label=row.none_label,
         version=row.version,
@@ -101,7 +103,7 @@ def create_documents(
         doc.content_hash: doc
         for doc in session.exec(
             select(Document).where(
-                Document.taxonomy == taxonomy.name, col(Document.content_hash).in_(set(hashes))
+                col(Document.taxonomy) == taxonomy.name, col(Document.content_hash).in_(set(hashes))
             )
         )
     }
@@ -148,7 +150,7 @@ def _one(*, session: Session, doc: Document, created: bool) -> tuple[Document, b
     except IntegrityError:
         row = session.exec(
             select(Document).where(
-                Document.taxonomy == doc.taxonomy, Document.content_hash == doc.content_hash
+                col(Document.taxonomy) == doc.taxonomy, col(Document.content_hash) == doc.content_hash
             )
         ).one()
         return row, False
@@ -204,18 +206,18 @@ def claim(*, session: Session, ids: Iterable[int], stage: str, token: str) -> li
         update(Document)
         .where(
             col(Document.id).in_(ids),
-            Document.stage == stage,
+            col(Document.stage) == stage,
             or_(
                 col(Document.status).in_([s.value for s in WAITING]),
-                and_(Document.status == Status.classifying, Document.claim_token == token),
+                and_(col(Document.status) == Status.classifying, col(Document.claim_token) == token),
             ),
         )
         .values(status=Status.classifying, claim_token=token, claimed_at=now, updated_at=now)
     )
     query = select(Document).where(
         col(Document.id).in_(ids),
-        Document.claim_token == token,
-        Document.status == Status.classifying,
+        col(Document.claim_token) == token,
+        col(Document.status) == Status.classifying,
     )
     return list(session.exec(query.order_by(col(Document.id))))
 
@@ -231,7 +233,24 @@ def record(
     """Write each decision and its attempts once, guarded by the claim; returns ids by outcome."""
     moved: dict[str, list[int]] = {"done": [], "escalated": [], "needs_review": []}
     now = utcnow()
+    # Take the rows still claimed under token in one write (a redelivered or duplicated message
+    # finds none), then update them all by primary key in one executemany.
+    recording = f"rec:{token}"[:64]
+    session.execute(
+        update(Document)
+        .where(
+            col(Document.id).in_([d.doc_id for d in decisions]),
+            col(Document.claim_token) == token,
+            col(Document.status) == Status.classifying,
+        )
+        .values(claim_token=recording)
+    )
+    owned = set(session.exec(select(Document.id).where(col(Document.claim_token) == recording)))
+    rows: list[dict[str, Any]] = []
+    attempts: list[Attempt] = []
     for decision in decisions:
+        if decision.doc_id not in owned:
+            continue  # someone else finished it: a duplicate message records nothing
         if decision.verdict == "accept":
             status, stage_after = Status.done, stage
         elif decision.verdict == "escalate" and next_stage is not None:
@@ -239,58 +258,57 @@ def record(
         else:
             status, stage_after = Status.needs_review, stage
         values: dict[str, Any] = {
-            "status": status,
+            "id": decision.doc_id,
+            "status": status.value,
             "stage": stage_after,
             "claim_token": f"esc:{token}"[:64] if status == Status.escalated else None,
             "updated_at": now,
             "status_reason": None if status == Status.done else _reason(decision),
+            "label": None,
+            "labels": None,
+            "confidence": None,
+            "tier": None,
+            "model": None,
         }
-        if decision.label is not None or decision.labels is not None:
+        if status != Status.escalated and (decision.label is not None or decision.labels is not None):
             last = decision.attempts[-1]
-            if status != Status.escalated:
-                values.update(
-                    label=decision.label,
-                    labels=decision.labels,
-                    confidence=decision.confidence,
-                    tier=last.tier,
-                    model=last.model,
-                )
-        result = session.execute(
-            update(Document)
-            .where(
-                Document.id == decision.doc_id,
-                Document.claim_token == token,
-                Document.status == Status.classifying,
+            values.update(
+                label=decision.label,
+                labels=decision.labels,
+                confidence=decision.confidence,
+                tier=last.tier,
+                model=last.model,
             )
-            .values(**values)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            continue  # someone else finished it: a duplicate message records nothing
-        for a in decision.attempts:
-            session.add(
-                Attempt(
-                    document_id=a.doc_id,
-                    request_id=a.request_id,
-                    tier=a.tier,
-                    model=a.model,
-                    label=a.label,
-                    labels=a.labels,
-                    confidence=a.confidence,
-                    raw_confidence=a.raw_confidence,
-                    confidence_method=a.confidence_method,
-                    input_tokens=a.usage.input_tokens,
-                    cached_tokens=a.usage.cached_tokens,
-                    output_tokens=a.usage.output_tokens,
-                    cost_nanousd=a.cost_nanousd,
-                    reference_nanousd=a.reference_nanousd,
-                    latency_ms=a.latency_ms,
-                    outcome=a.outcome,
-                    error=a.error,
-                )
-            )
+        rows.append(values)
+        attempts += [_attempt(a) for a in decision.attempts]
         moved[status.value].append(decision.doc_id)
+    if rows:
+        session.execute(update(Document), rows)
+    session.add_all(attempts)
     session.flush()
     return moved
+
+
+def _attempt(a: AttemptRecord) -> Attempt:
+    return Attempt(
+        document_id=a.doc_id,
+        request_id=a.request_id,
+        tier=a.tier,
+        model=a.model,
+        label=a.label,
+        labels=a.labels,
+        confidence=a.confidence,
+        raw_confidence=a.raw_confidence,
+        confidence_method=a.confidence_method,
+        input_tokens=a.usage.input_tokens,
+        cached_tokens=a.usage.cached_tokens,
+        output_tokens=a.usage.output_tokens,
+        cost_nanousd=a.cost_nanousd,
+        reference_nanousd=a.reference_nanousd,
+        latency_ms=a.latency_ms,
+        outcome=a.outcome,
+        error=a.error,
+    )
 
 
 def _reason(decision: Decision) -> str:
@@ -307,14 +325,20 @@ def mark(*, session: Session, ids: Sequence[int], token: str, status: Status, re
     """Set a final status on claimed documents (a permanent model error, say)."""
     result = session.execute(
         update(Document)
-        .where(col(Document.id).in_(ids), Document.claim_token == token)
+        .where(col(Document.id).in_(ids), col(Document.claim_token) == token)
         .values(status=status, status_reason=reason[:500], claim_token=None, updated_at=utcnow())
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def stale(*, session: Session, older_than: timedelta, limit: int = 10_000) -> dict[str, list[int]]:
-    """Documents waiting or classifying for longer than older_than, by stage."""
+def stale(
+    *, session: Session, older_than: timedelta, idle_stages: Sequence[str], limit: int = 10_000
+) -> dict[str, list[int]]:
+    """Documents classifying for longer than older_than, and those waiting as long at an idle stage.
+
+    A waiting document at a stage whose queue still holds messages is most likely behind them,
+    not lost, so it is left alone: re-queueing a backlog would only flood the queue.
+    """
     cutoff: datetime = utcnow() - older_than
     query = (
         select(Document.id, Document.stage)
@@ -322,9 +346,10 @@ def stale(*, session: Session, older_than: timedelta, limit: int = 10_000) -> di
             or_(
                 and_(
                     col(Document.status).in_([s.value for s in WAITING]),
-                    Document.updated_at < cutoff,
+                    col(Document.updated_at) < cutoff,
+                    col(Document.stage).in_(list(idle_stages)),
                 ),
-                and_(Document.status == Status.classifying, col(Document.claimed_at) < cutoff),
+                and_(col(Document.status) == Status.classifying, col(Document.claimed_at) < cutoff),
             )
         )
         .order_by(col(Document.id))
@@ -332,7 +357,8 @@ def stale(*, session: Session, older_than: timedelta, limit: int = 10_000) -> di
     )
     by_stage: dict[str, list[int]] = {}
     for doc_id, stage in session.exec(query):
-        by_stage.setdefault(stage, []).append(doc_id)
+        if doc_id is not None:
+            by_stage.setdefault(stage, []).append(doc_id)
     return by_stage
 
 
@@ -344,12 +370,12 @@ def release(*, session: Session, ids: Sequence[int], first_stage: str) -> None:
         col(Document.status).in_([Status.classifying.value, *[s.value for s in WAITING]]),
     )
     session.execute(
-        base.where(Document.stage == first_stage).values(
+        base.where(col(Document.stage) == first_stage).values(
             status=Status.queued, claim_token=None, updated_at=now
         )
     )
     session.execute(
-        base.where(Document.stage != first_stage).values(
+        base.where(col(Document.stage) != first_stage).values(
             status=Status.escalated, claim_token=None, updated_at=now
         )
     )
@@ -370,7 +396,7 @@ def latest_calibration(*, session: Session, taxonomy: str, tier: str) -> Calibra
     """The newest calibration for a taxonomy and tier."""
     query = (
         select(Calibration)
-        .where(Calibration.taxonomy == taxonomy, Calibration.tier == tier)
+        .where(Calibration.taxonomy == taxonomy, col(Calibration.tier) == tier)
         .order_by(col(Calibration.id).desc())
         .limit(1)
     )
@@ -391,7 +417,7 @@ def mark_dispatched(*, session: Session, stage: str, token: str, limit: int) -> 
     pick = (
         select(Document.id)
         .where(
-            Document.stage == stage,
+            col(Document.stage) == stage,
             col(Document.status).in_([s.value for s in WAITING]),
             col(Document.claim_token).is_(None),
         )
@@ -406,7 +432,7 @@ def mark_dispatched(*, session: Session, stage: str, token: str, limit: int) -> 
         .where(col(Document.id).in_(ids), col(Document.claim_token).is_(None))
         .values(claim_token=token, updated_at=utcnow())
     )
-    taken = select(Document.id).where(col(Document.id).in_(ids), Document.claim_token == token)
+    taken = select(Document.id).where(col(Document.id).in_(ids), col(Document.claim_token) == token)
     return sorted(i for i in session.exec(taken) if i is not None)
 
 
@@ -415,17 +441,17 @@ def costs_for(*, session: Session, ids: Sequence[int]) -> dict[int, int]:
     query = (
         select(Attempt.document_id, func.sum(Attempt.cost_nanousd))
         .where(col(Attempt.document_id).in_(list(ids)))
-        .group_by(Attempt.document_id)
+        .group_by(col(Attempt.document_id))
     )
     return {doc_id: int(total or 0) for doc_id, total in session.exec(query)}
 
 
 def cost_report(*, session: Session) -> dict[str, Any]:
     """Spending by tier and model, and the all-to-the-last-tier baseline (first attempt repriced)."""
-    rows = session.exec(
-        select(
-            Attempt.tier,
-            Attempt.model,
+    rows = session.execute(
+        sa_select(
+            col(Attempt.tier),
+            col(Attempt.model),
             func.count(),
             func.count(func.distinct(Attempt.document_id)),
             func.sum(Attempt.input_tokens),
@@ -434,7 +460,7 @@ def cost_report(*, session: Session) -> dict[str, Any]:
             func.sum(Attempt.cost_nanousd),
         ).group_by(Attempt.tier, Attempt.model)
     ).all()
-    first = select(func.min(Attempt.id)).group_by(Attempt.document_id).scalar_subquery()
+    first = select(func.min(col(Attempt.id))).group_by(col(Attempt.document_id)).scalar_subquery()
     baseline = session.exec(
         select(func.sum(Attempt.reference_nanousd)).where(col(Attempt.id).in_(first))
     ).one()
@@ -456,3 +482,33 @@ def cost_report(*, session: Session) -> dict[str, Any]:
             for tier, model, n, d, i, c, o, cost in rows
         ],
     }
+
+
+def finished_since(*, session: Session, since: datetime) -> int:
+    """How many documents reached a final status since a moment."""
+    query = select(func.count()).where(
+        col(Document.status).in_([s.value for s in FINAL]), col(Document.updated_at) >= since
+    )
+    return int(session.exec(query).one())
+
+
+def total_cost(*, session: Session, taxonomy: str | None = None, since: datetime | None = None) -> int:
+    """nano-USD spent, optionally for one taxonomy and since a moment."""
+    query = select(func.coalesce(func.sum(Attempt.cost_nanousd), 0))
+    if taxonomy is not None:
+        query = query.join(Document, col(Document.id) == col(Attempt.document_id)).where(
+            col(Document.taxonomy) == taxonomy
+        )
+    if since is not None:
+        query = query.where(Attempt.created_at >= since)
+    return int(session.exec(query).one())
+
+
+def hold(*, session: Session, ids: Sequence[int], token: str, reason: str) -> int:
+    """Give claimed documents back to waiting, with why they wait (the reconciler retries later)."""
+    result = session.execute(
+        update(Document)
+        .where(col(Document.id).in_(ids), col(Document.claim_token) == token)
+        .values(status=Status.escalated, claim_token=None, status_reason=reason[:500], updated_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
 
 Reply = httpx.Response | Callable[[dict[str, Any]], httpx.Response]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
 import pytest
 
 from classifiers.cascade import TierRunner

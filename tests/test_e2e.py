@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.llm, pytest.mark.slow]
 FINAL = {"done", "needs_review", "failed"}
 
 
-def wait_final(client: TestClient, ids: list[int], timeout: float = 60) -> list[dict[str, Any]]:
+def wait_final(client: TestClient, ids: list[int], timeout: float = 400) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         docs = [client.get(f"/v1/documents/{i}").json() for i in ids]

@@ -7,9 +7,11 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
-from kombu import Queue
+from kombu.entity import Queue
 
 from docsort.config import Settings
+from worker.imports import register_import_tasks
+from worker.learning import register_learning_tasks
 from worker.runtime import Runtime
 from worker.tasks import register_tasks
 
@@ -51,7 +53,10 @@ def create_celery(settings: Settings, runtime: Runtime | None = None) -> Celery:
             }
         },
     )
-    register_tasks(app, runtime or Runtime(settings))
+    runtime = runtime or Runtime(settings)
+    register_tasks(app, runtime)
+    register_import_tasks(app, runtime)
+    register_learning_tasks(app, runtime)
 
     def reconcile_at_start(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", app) is not app:

@@ -9,8 +9,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import CeleryDep, SessionDep, SettingsDep, kick
-from api.schemas import Accepted, AcceptedList, DocumentPublic, DocumentsIn, DocumentsPublic
+from api.deps import MAX_DB_INT, CeleryDep, IdPath, SessionDep, SettingsDep, kick
+from api.limits import check_json_values
+from api.schemas import (
+    Accepted,
+    AcceptedList,
+    DocumentPublic,
+    DocumentsIn,
+    DocumentsPublic,
+    problem_responses,
+)
 from docsort.config import Settings
 from docsort.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from ingest.extract import extract
@@ -18,24 +26,41 @@ from store import crud
 from store.models import NANO, AttemptPublic, Document, DocumentCreate, Status
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
+MAX_FORM_FIELDS = 20  # non-file fields of an upload (only `taxonomy` is read)
 
 _BODY = TypeAdapter(DocumentsIn | DocumentCreate)
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """schema with its $defs put where they are used: the route reads its body itself, so FastAPI
+    does not list these models under components, and a $ref to them would dangle."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return dict(resolve(schema))
+
+
 _REQUEST_BODY = {
     "required": True,
     "content": {
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    {"$ref": "#/components/schemas/DocumentCreate"},
-                    {"$ref": "#/components/schemas/DocumentsIn"},
-                ]
-            }
-        },
+        "application/json": {"schema": _inline(_BODY.json_schema())},
         "multipart/form-data": {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "minItems": 1,
+                    },
                     "taxonomy": {"type": "string"},
                 },
                 "required": ["files"],
@@ -81,6 +106,9 @@ async def _from_json(request: Request, settings: Settings) -> tuple[list[Documen
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput("body is nested too deeply") from exc
+    check_json_values(data)
     try:
         body = _BODY.validate_python(data)
     except ValidationError as exc:
@@ -96,10 +124,16 @@ async def _from_form(request: Request, settings: Settings) -> tuple[list[Documen
     limit = settings.api.max_request_bytes
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body over {limit} bytes", limit=limit)
+    max_files = settings.api.max_files_per_upload
     try:
-        form = await request.form(max_files=settings.api.max_files_per_upload, max_fields=20)
+        form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
     except Exception as exc:  # starlette raises its own errors for malformed or over-limit forms
-        raise InvalidInput(f"unreadable multipart form: {exc}") from exc
+        message = str(getattr(exc, "detail", exc))
+        if message.startswith("Too many files"):
+            raise PayloadTooLarge(f"more than {max_files} files in one upload", limit=max_files) from exc
+        if message.startswith("Too many fields"):
+            raise PayloadTooLarge(f"more than {MAX_FORM_FIELDS} form fields", limit=MAX_FORM_FIELDS) from exc
+        raise InvalidInput(f"unreadable multipart form: {message}") from exc
     files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     if not files:
         raise InvalidInput("multipart upload has no files (field 'files')")
@@ -124,7 +158,7 @@ async def _from_form(request: Request, settings: Settings) -> tuple[list[Documen
     status_code=202,
     response_model=AcceptedList,
     openapi_extra={"requestBody": _REQUEST_BODY},
-    responses={413: {"description": "Over a limit"}, 415: {"description": "Unsupported type"}},
+    responses=problem_responses(404, 413, 415),
 )
 async def post_documents(
     request: Request, session: SessionDep, settings: SettingsDep, celery: CeleryDep
@@ -202,9 +236,9 @@ def public_attempts(session: Any, document_id: int) -> list[AttemptPublic]:
 @router.get(
     "/{document_id}",
     response_model=DocumentPublic,
-    responses={404: {"description": "No such document"}},
+    responses=problem_responses(404),
 )
-def get_document(document_id: int, session: SessionDep) -> DocumentPublic:
+def get_document(document_id: IdPath, session: SessionDep) -> DocumentPublic:
     """A document's status, label, confidence, tier and every attempt with its cost."""
     doc = crud.get_document(session=session, document_id=document_id)
     return to_public(doc, public_attempts(session, document_id))
@@ -217,7 +251,9 @@ def list_documents(
     label: Annotated[str | None, Query(max_length=256)] = None,
     taxonomy: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=MAX_DB_INT, description="next_cursor of the previous page")
+    ] = None,
 ) -> DocumentsPublic:
     """Documents in id order, filtered, with keyset pagination."""
     docs = crud.list_documents(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 router = APIRouter(tags=["health"])
@@ -16,7 +19,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency does not answer"}})
+class Readiness(BaseModel):
+    """Whether every dependency answers, and each one's state."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="database, redis, model:<tier>: ok | down: <error>")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
+)
 def readyz(request: Request) -> JSONResponse:
     """The database, Redis and each model endpoint answer."""
     state = request.app.state
@@ -34,6 +48,8 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
     for tier in state.settings.models:
+        if tier.kind == "local":
+            continue  # runs inside the worker: no endpoint to ask
         try:
             response = httpx.get(
                 tier.base_url.rstrip("/") + "/models",

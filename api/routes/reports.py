@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
 
-from api.deps import SessionDep
+from celery import Celery
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import CeleryDep, SessionDep, SettingsDep
 from api.schemas import CostReport, TierCost
 from store import crud
-from store.models import NANO
+from store.models import NANO, Status, utcnow
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -33,4 +37,49 @@ def get_costs(session: SessionDep) -> CostReport:
             )
             for t in report["by_tier"]
         ],
+    )
+
+
+class Throughput(BaseModel):
+    """Documents finished per minute, averaged over recent windows."""
+
+    last_1m: float
+    last_5m: float
+    last_15m: float
+
+
+class Stats(BaseModel):
+    """Progress: documents by status, queue depths, throughput, cost so far."""
+
+    documents: dict[str, int]
+    queues: dict[str, int | None]
+    throughput_per_min: Throughput
+    cost_usd: float
+
+
+def queue_depths(celery: Celery, names: list[str]) -> dict[str, int | None]:
+    """Messages waiting in each Redis queue (None when Redis does not answer)."""
+    try:
+        with celery.connection_for_read() as conn:
+            client = conn.default_channel.client
+            return {name: int(client.llen(name)) for name in names}
+    except Exception:
+        return dict.fromkeys(names)
+
+
+@router.get("/stats", response_model=Stats)
+def get_stats(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Stats:
+    """Documents by status, queue depths, throughput over the last minutes, and cost so far."""
+    from worker.app import queue_names
+
+    now = utcnow()
+    rates = {
+        minutes: crud.finished_since(session=session, since=now - timedelta(minutes=minutes)) / minutes
+        for minutes in (1, 5, 15)
+    }
+    return Stats(
+        documents={status.value: 0 for status in Status} | crud.counts_by_status(session=session),
+        queues=queue_depths(celery, queue_names(settings)),
+        throughput_per_min=Throughput(last_1m=rates[1], last_5m=rates[5], last_15m=rates[15]),
+        cost_usd=crud.total_cost(session=session) / NANO,
     )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
 
 from api.deps import SessionDep
+from api.limits import check_json_values
+from api.schemas import problem_responses
 from docsort.config import LabelSpec, TaxonomySpec
 from docsort.errors import InvalidInput
 from store import crud
 from store.models import Taxonomy
 
 router = APIRouter(prefix="/v1/taxonomies", tags=["taxonomies"])
+NamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]  # as TaxonomySpec.name
 
 
 class TaxonomyPublic(TaxonomySpec):
@@ -39,14 +43,15 @@ class TaxonomyIn(BaseModel):
     """A taxonomy's content; the name comes from the path."""
 
     description: str = ""
-    labels: list[LabelSpec]
+    labels: list[LabelSpec] = Field(min_length=2)
     multi_label: bool = False
     none_label: str | None = None
 
 
-@router.put("/{name}", response_model=TaxonomyPublic, responses={422: {"description": "Invalid"}})
-def put_taxonomy(name: str, body: TaxonomyIn, session: SessionDep) -> TaxonomyPublic:
+@router.put("/{name}", response_model=TaxonomyPublic, responses=problem_responses(413))
+def put_taxonomy(name: NamePath, body: TaxonomyIn, session: SessionDep) -> TaxonomyPublic:
     """Create a new version of a taxonomy (an identical one keeps its version)."""
+    check_json_values(body.model_dump(), where="taxonomy")
     try:
         spec = TaxonomySpec(name=name, **body.model_dump())
     except ValueError as exc:
@@ -54,8 +59,8 @@ def put_taxonomy(name: str, body: TaxonomyIn, session: SessionDep) -> TaxonomyPu
     return _public(crud.put_taxonomy(session=session, spec=spec))
 
 
-@router.get("/{name}", response_model=TaxonomyPublic, responses={404: {"description": "Unknown"}})
-def get_taxonomy(name: str, session: SessionDep) -> TaxonomyPublic:
+@router.get("/{name}", response_model=TaxonomyPublic, responses=problem_responses(404))
+def get_taxonomy(name: NamePath, session: SessionDep) -> TaxonomyPublic:
     """The current version of a taxonomy."""
     row = crud.get_taxonomy(session=session, name=name)
     assert row is not None

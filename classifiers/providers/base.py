@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
 from pydantic import BaseModel
 
 from classifiers.confidence import TokenLogprob
@@ -38,9 +38,15 @@ class ChatModel(Protocol):
         ...
 
     def complete(
-        self, *, system: str, user: str, answer_model: type[BaseModel], max_tokens: int
+        self,
+        *,
+        system: str,
+        user: str,
+        answer_model: type[BaseModel],
+        max_tokens: int,
+        labels: list[str] | None = None,
     ) -> Completion:
-        """Ask once; raises ModelError subclasses, never returns a half answer."""
+        """Ask once (labels bind a label_only answer); raises ModelError subclasses."""
         ...
 
 

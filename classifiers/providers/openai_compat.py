@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
 import openai
 from pydantic import BaseModel
 
@@ -51,6 +52,10 @@ class OpenAIModel:
         # OpenAI returns no logprobs for tool-call arguments.
         return self.tier.top_logprobs > 0 and self.tier.transport != "tools"
 
+    def _label_only(self, labels: list[str]) -> dict[str, Any]:
+        """Request fields that bind a bare-label answer (OpenAI has no grammar: parse and check)."""
+        return {}
+
     def _format(self, answer_model: type[BaseModel]) -> dict[str, Any]:
         """Request fields that force answer_model's schema."""
         schema = strict_schema(answer_model)
@@ -81,10 +86,19 @@ class OpenAIModel:
         return {"response_format": {"type": "json_object", "schema": schema}}
 
     def complete(
-        self, *, system: str, user: str, answer_model: type[BaseModel], max_tokens: int
+        self,
+        *,
+        system: str,
+        user: str,
+        answer_model: type[BaseModel],
+        max_tokens: int,
+        labels: list[str] | None = None,
     ) -> Completion:
         """Ask once, mapping the client's errors onto docsort's tree."""
-        kwargs: dict[str, Any] = self._format(answer_model)
+        if self.tier.transport == "label_only":
+            kwargs: dict[str, Any] = self._label_only(labels or [])
+        else:
+            kwargs = self._format(answer_model)
         if self.gives_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = self.tier.top_logprobs
@@ -158,7 +172,12 @@ class LlamaCppModel(OpenAIModel):
 
     @property
     def gives_logprobs(self) -> bool:
-        return self.tier.top_logprobs > 0 and self.tier.transport == "json_object"
+        return self.tier.top_logprobs > 0 and self.tier.transport in {"json_object", "label_only"}
+
+    def _label_only(self, labels: list[str]) -> dict[str, Any]:
+        # A GBNF grammar whose only sentences are the labels.
+        alternatives = " | ".join(json.dumps(label) for label in labels)
+        return {"extra_body": {"grammar": f"root ::= {alternatives}"}}
 
     def _format(self, answer_model: type[BaseModel]) -> dict[str, Any]:
         if self.tier.transport == "json_schema":

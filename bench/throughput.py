@@ -1,0 +1,229 @@
+"""Pipeline throughput: API -> database -> Redis -> worker -> database, against plain Celery no-ops.
+
+The model is bench/instant_llm.py (answers instantly), so the pipeline itself is measured.
+Run: .venv/bin/python -m bench.throughput --n 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from docsort.config import ModelTier, Settings, WorkerSettings
+from docsort.services import Supervisor, free_port, redis_service
+from tests.processes import settings_env, wait_for
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process and its children (VmHWM), in MB."""
+    total = 0
+    pids = [pid]
+    try:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A child process logging to a file."""
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def baseline(n: int, redis_url: str, concurrency: int, tmp: Path) -> dict[str, float]:
+    """Plain Celery: n no-op tasks sent, then consumed by one worker like docsort's."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete("noop:done")
+    env = {"NOOP_REDIS_URL": redis_url}
+    os.environ["NOOP_REDIS_URL"] = redis_url
+    from bench.noop_app import app
+
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            app.send_task("noop.count", args=[i], producer=producer)
+    sent = time.perf_counter() - started
+    worker = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.noop_app:app",
+            "worker",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+        ],
+        env,
+        tmp / "noop-worker.log",
+    )
+    started = time.perf_counter()
+    wait_for(lambda: int(client.get("noop:done") or 0) >= n, 3600, "no-op tasks", interval=0.2)
+    consumed = time.perf_counter() - started
+    memory = peak_rss_mb(worker.pid)
+    worker.terminate()
+    worker.wait()
+    return {"sent_per_s": n / sent, "consumed_per_s": n / consumed, "worker_peak_mb": memory}
+
+
+def pipeline(n: int, settings: Settings, per_post: int, tmp: Path) -> dict[str, float]:
+    """n documents POSTed in chunks, then classified by one worker through the instant endpoint."""
+    env = settings_env(settings) | {"DOCSORT_API__PORT": str(settings.api.port), "DOCSORT_LOG_JSON": "true"}
+    api = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.entry:app",
+            "--port",
+            str(settings.api.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        tmp / "api.log",
+    )
+    base = f"http://127.0.0.1:{settings.api.port}"
+    wait_for(lambda: _ok(f"{base}/healthz"), 60, "api")
+    worker = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.entry:app",
+            "worker",
+            "-Q",
+            "tier.small,tier.large,control,imports",
+            "-c",
+            str(settings.worker.concurrency),
+            "--loglevel",
+            "WARNING",
+        ],
+        env,
+        tmp / "worker.log",
+    )
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            started = time.perf_counter()
+            for start in range(0, n, per_post):
+                docs = [
+                    {"text": f"bench document {i}: markets, matches and missions"}
+                    for i in range(start, min(n, start + per_post))
+                ]
+                client.post("/v1/documents", json={"documents": docs}).raise_for_status()
+            accepted = time.perf_counter() - started
+
+            def finished() -> bool:
+                stats = client.get("/v1/stats").json()["documents"]
+                return stats.get("done", 0) + stats.get("needs_review", 0) >= n
+
+            wait_for(finished, 3600, "classification", interval=0.5)
+            classified = time.perf_counter() - started
+        return {
+            "accepted_per_s": n / accepted,
+            "classified_per_s": n / classified,
+            "api_peak_mb": peak_rss_mb(api.pid),
+            "worker_peak_mb": peak_rss_mb(worker.pid),
+        }
+    finally:
+        for proc in (worker, api):
+            proc.terminate()
+            proc.wait()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    """Run both, print ratios."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--per-post", type=int, default=500, help="documents per POST")
+    parser.add_argument("--batch-size", type=int, default=16, help="documents per model request")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="docsort-bench-"))
+    sup = Supervisor(tmp / "logs")
+    llm_port = free_port()
+    instant = spawn([sys.executable, "-m", "bench.instant_llm", str(llm_port)], {}, tmp / "instant.log")
+    try:
+        redis_port = free_port()
+        probe = Settings(data_dir=tmp, models=[ModelTier(name="x")])
+        sup.start(redis_service(probe, redis_port))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        wait_for(lambda: _ok(f"http://127.0.0.1:{llm_port}/v1/models"), 30, "instant endpoint")
+        base = baseline(args.n, redis_url, args.concurrency, tmp)
+        redis.Redis.from_url(redis_url).flushall()
+        tier: dict[str, Any] = {
+            "kind": "openai",
+            "base_url": f"http://127.0.0.1:{llm_port}/v1",
+            "model": "instant",
+            "transport": "json_object",
+            "confidence": "stated",
+            "tokenizer": "approx",
+            "batch_size": args.batch_size,
+            "request_token_budget": 100_000,
+        }
+        settings = Settings(
+            data_dir=tmp / "data",
+            database_url=args.database_url or f"sqlite:///{tmp / 'bench.db'}",
+            redis_url=redis_url,
+            models=[
+                ModelTier(name="small", threshold=0.5, **tier),
+                ModelTier(name="large", threshold=0.5, **tier),
+            ],
+            worker=WorkerSettings(
+                concurrency=args.concurrency, flush_interval_s=0.2, max_batches_per_dispatch=100
+            ),
+        )
+        settings.api.port = free_port()
+        settings.api.max_documents_per_request = max(args.per_post, 5000)
+        result = pipeline(args.n, settings, args.per_post, tmp)
+    finally:
+        instant.terminate()
+        sup.stop()
+    out = {
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "per_post": args.per_post,
+        "concurrency": args.concurrency,
+        "baseline_noop": base,
+        "docsort": result,
+        "ratio_classified_to_noop": result["classified_per_s"] / base["consumed_per_s"],
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

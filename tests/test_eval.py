@@ -1,0 +1,104 @@
+"""`docsort eval` and `docsort calibrate` against the real local model, and the runtime using the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classifiers.evaluate import load_jsonl
+from docsort import evalrun
+from store import crud
+from store.db import make_engine, session_scope
+from tests.conftest import DATASETS, make_settings
+from tests.processes import settings_env
+from worker.runtime import Runtime
+
+pytestmark = [pytest.mark.llm, pytest.mark.slow]
+AG_NEWS = DATASETS / "ag_news_test.dev.jsonl"
+
+
+@pytest.fixture
+def rows() -> list:  # type: ignore[type-arg]
+    if not AG_NEWS.exists():
+        pytest.skip("../shared/datasets is not beside the repository")
+    return load_jsonl(AG_NEWS, 8)
+
+
+def test_eval_cli_writes_every_system(tmp_path: Path, llama_port: int, redis_url: str, rows: list) -> None:  # type: ignore[type-arg]
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", redis_url, port=llama_port)
+    out, png = tmp_path / "eval.json", tmp_path / "eval.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "docsort.cli",
+            "eval",
+            "--dataset",
+            str(AG_NEWS),
+            "--taxonomy",
+            "news",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+            "--limit",
+            "8",
+        ],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["systems"]) == {"small", "large", "cascade", "oracle"}
+    for row in report["systems"].values():
+        for key in (
+            "accuracy",
+            "macro_f1",
+            "per_class",
+            "cost_usd",
+            "cost_per_1k_docs",
+            "escalation_rate",
+            "threshold",
+            "input_tokens",
+            "output_tokens",
+        ):
+            assert key in row
+        assert 0 <= row["accuracy"] <= 1
+    systems = report["systems"]
+    # The oracle escalates exactly the small tier's errors: it is never worse than small alone.
+    assert systems["oracle"]["accuracy"] >= systems["small"]["accuracy"]
+    assert (
+        systems["small"]["cost_usd"]
+        <= systems["cascade"]["cost_usd"]
+        <= systems["small"]["cost_usd"] + systems["large"]["cost_usd"]
+    )
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibrate_saves_a_threshold_the_workers_use(
+    tmp_path: Path, llama_port: int, redis_url: str, rows: list
+) -> None:  # type: ignore[type-arg]
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", redis_url, port=llama_port)
+    taxonomy = evalrun.resolve_taxonomy(settings, "news", rows)
+    result = evalrun.calibrate(settings, taxonomy, rows, target_gap=0.01)
+    assert 0 <= result["threshold"] <= 1.000001
+    large = result["large_only"]["accuracy"]
+    assert result["chosen"]["accuracy"] >= large - 0.01 or result["chosen"]["accuracy"] == max(
+        p["accuracy"] for p in result["sweep"]
+    )
+    with session_scope(make_engine(settings.db_url)) as session:
+        stored = crud.latest_calibration(session=session, taxonomy="news", tier="small")
+    assert stored is not None and stored.threshold == pytest.approx(min(result["threshold"], 1.0))
+    runner = Runtime(settings).runner(taxonomy, "small")
+    assert runner.model.tier.threshold == pytest.approx(stored.threshold)
+    assert runner.calibrate is not None
+    evalrun.plot(result, tmp_path / "cal.png")
+    assert (tmp_path / "cal.png").exists()
