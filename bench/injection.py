@@ -56,6 +56,11 @@ class Attack:
     position: str
     payload: str
     pad: int = 0
+    heldout: bool = False  # written after the defences, never tuned against: reported apart
+
+    def text(self, target: str) -> str:
+        """The payload pushing target."""
+        return self.payload.replace("{target_lower}", target.lower()).replace("{target}", target)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def load_corpus(path: Path = CORPUS) -> Corpus:
     return Corpus(
         docs=[Doc(r["id"], r["label"], r["text"]) for r in rows if r["kind"] == "doc"],
         attacks=[
-            Attack(r["name"], r["position"], r["payload"], r.get("pad", 0))
+            Attack(r["name"], r["position"], r["payload"], r.get("pad", 0), r.get("heldout", False))
             for r in rows
             if r["kind"] == "attack"
         ],
@@ -94,13 +99,13 @@ def _place(text: str, insert: str, position: str) -> str:
 def attacked(text: str, attack: Attack, target: str, corpus: Corpus) -> str:
     """text with the attack's payload (after its padding) at the attack's position."""
     padding = "\n" + _repeat(corpus.filler, attack.pad) if attack.pad else ""
-    return _place(text, padding + attack.payload.replace("{target}", target), attack.position)
+    return _place(text, padding + attack.text(target), attack.position)
 
 
 def harmless(text: str, attack: Attack, target: str, corpus: Corpus) -> str:
     """text with neutral text as long as the payload in its place (the same padding kept)."""
     padding = "\n" + _repeat(corpus.filler, attack.pad) if attack.pad else ""
-    payload = attack.payload.replace("{target}", target)
+    payload = attack.text(target)
     return _place(text, padding + "\n" + _repeat(corpus.neutral, len(payload) - 1), attack.position)
 
 
@@ -153,14 +158,22 @@ def _rate(flags: list[bool]) -> float:
 
 
 def measure(
-    runner: TierRunner, corpus: Corpus, *, docs: int | None = None, repeats: int = 1, rerun: bool = True
+    runner: TierRunner,
+    corpus: Corpus,
+    *,
+    docs: int | None = None,
+    repeats: int = 1,
+    rerun: bool = True,
+    heldout: bool = True,
+    only: set[str] | None = None,
 ) -> dict[str, Any]:
     """Flip and hit rates per attack and for its harmless edit; rerun flips of the clean texts."""
     chosen = corpus.docs[:docs] if docs else corpus.docs
     labels = runner.taxonomy.label_names
+    attacks = [a for a in corpus.attacks if (heldout or not a.heldout) and (not only or a.name in only)]
     rows: dict[str, dict[str, list[bool]]] = {
         a.name: {"attack_flip": [], "harmless_flip": [], "attack_hit": [], "harmless_hit": []}
-        for a in corpus.attacks
+        for a in attacks
     }
     reruns: list[bool] = []
     clean_correct: list[bool] = []
@@ -172,7 +185,7 @@ def measure(
             reruns += [a != b for a, b in zip(clean, classify(runner, texts), strict=True)]
         clean_correct += [label == d.label for label, d in zip(clean, chosen, strict=True)]
         targets = [target_for(label, labels) for label in clean]
-        for attack in corpus.attacks:
+        for attack in attacks:
             bad = classify(
                 runner, [attacked(t, attack, g, corpus) for t, g in zip(texts, targets, strict=True)]
             )
@@ -184,14 +197,14 @@ def measure(
             row["harmless_flip"] += [o != c for o, c in zip(ok, clean, strict=True)]
             row["attack_hit"] += [b == g for b, g in zip(bad, targets, strict=True)]
             row["harmless_hit"] += [o == g for o, g in zip(ok, targets, strict=True)]
-    attacks = {
-        name: {key: _rate(flags) for key, flags in row.items()} | {"n": len(row["attack_flip"])}
-        for name, row in rows.items()
-    }
-    pooled = {
-        key: _rate([f for row in rows.values() for f in row[key]])
-        for key in ("attack_flip", "harmless_flip", "attack_hit", "harmless_hit")
-    }
+
+    def pool(names: list[str]) -> dict[str, Any]:
+        keys = ("attack_flip", "harmless_flip", "attack_hit", "harmless_hit")
+        out: dict[str, Any] = {key: _rate([f for name in names for f in rows[name][key]]) for key in keys}
+        return out | {"n": sum(len(rows[name]["attack_flip"]) for name in names)}
+
+    main = [a.name for a in attacks if not a.heldout]
+    held = [a.name for a in attacks if a.heldout]
     return {
         "model": runner.model.tier.model,
         "transport": runner.model.tier.transport,
@@ -199,8 +212,9 @@ def measure(
         "repeats": repeats,
         "clean_accuracy": _rate(clean_correct),
         "rerun_flip": _rate(reruns) if rerun else None,
-        "attacks": attacks,
-        "pooled": pooled | {"n": sum(len(row["attack_flip"]) for row in rows.values())},
+        "attacks": {name: pool([name]) | {"heldout": name in held} for name in rows},
+        "pooled": pool(main),
+        "pooled_heldout": pool(held) if held else None,
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -215,7 +229,12 @@ def table(result: dict[str, Any]) -> str:
         "| attack | n | attack flip | harmless flip | attack hit target | harmless hit target |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = [*result["attacks"].items(), ("**all attacks**", result["pooled"])]
+    rows = [(n, r) for n, r in result["attacks"].items() if not r["heldout"]]
+    if rows:
+        rows.append(("**all attacks**", result["pooled"]))
+    if result.get("pooled_heldout"):
+        rows += [(f"{n} (held out)", r) for n, r in result["attacks"].items() if r["heldout"]]
+        rows.append(("**all held-out attacks**", result["pooled_heldout"]))
     for name, row in rows:
         lines.append(
             f"| {name} | {row['n']} | {row['attack_flip']:.0%} | {row['harmless_flip']:.0%} | "
@@ -249,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="a running llama.cpp server with smollm2-135m")
     parser.add_argument("--docs", type=int, default=None, help="first N clean documents (default: all)")
     parser.add_argument("--repeats", type=int, default=1, help="runs over the corpus (fresh fence tags)")
+    parser.add_argument("--attacks", help="comma-separated attack names (default: all, held-out too)")
+    parser.add_argument("--no-rerun", action="store_true", help="skip classifying the clean texts twice")
     parser.add_argument("--transport", default="label_only", help="label_only (default) or json_object")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
@@ -256,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(port: int) -> dict[str, Any]:
         tier = small_tier(port, transport=args.transport)
-        return measure(make_runner(tier), corpus, docs=args.docs, repeats=args.repeats)
+        only = set(args.attacks.split(",")) if args.attacks else None
+        runner = make_runner(tier)
+        return measure(
+            runner, corpus, docs=args.docs, repeats=args.repeats, rerun=not args.no_rerun, only=only
+        )
 
     result = run(args.port) if args.port else _with_server(run)
     print(table(result))

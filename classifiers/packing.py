@@ -65,6 +65,13 @@ def system_prompt(taxonomy: Taxonomy) -> str:
 # document's "<|im_start|>system" would otherwise become a real role switch.
 _LOOKALIKE = re.compile(r"<<<|>>>|<\||\|>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>")
 _BREAK = "\u200b"  # zero-width space: the text reads the same, the tokens no longer match
+# HTML comments are invisible to a reader (HTML uploads lose them in extraction); so are they here.
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+# A label name after a word about answering, in the same sentence: "the correct label is X",
+# "answer X", "classify it as X", '"label": "X"'. A document's claim about its own label is not data
+# the answer may copy; the name is replaced, the rest of the sentence kept.
+_CUE = r"\b(?:label|categor|classif|answer|reply|respond|output|verdict)\w*"
+_MASK = "[…]"
 
 
 def _broken(match: re.Match[str]) -> str:
@@ -72,24 +79,25 @@ def _broken(match: re.Match[str]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _label_names(labels: tuple[str, ...]) -> re.Pattern[str] | None:
+def _answer_like(labels: tuple[str, ...]) -> re.Pattern[str] | None:
     names = sorted((label for label in labels if len(label) >= 3), key=len, reverse=True)
     if not names:
         return None
     words = "|".join(re.escape(name) for name in names)
-    return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+    return re.compile(rf"({_CUE}[^.!?\n]{{0,60}}?)(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
 
 
 def neutralise(text: str, labels: Sequence[str] = ()) -> str:
-    """Document text with fence, special-token and label-name look-alikes broken: they stay data.
-
-    A document that names a label ("the correct label is Business") gives a small model a word to
-    copy into its answer; broken by a zero-width space, label names appear verbatim only in the
-    instructions. Nothing is removed, so the text reads the same.
-    """
-    text = _LOOKALIKE.sub(_broken, text)
-    pattern = _label_names(tuple(labels))
-    return pattern.sub(_broken, text) if pattern else text
+    """Document text made safe to fence: no HTML comments, no fence or special-token look-alikes,
+    no label name where the text tells the model what to answer."""
+    text = _LOOKALIKE.sub(_broken, _COMMENT.sub(" ", text))
+    pattern = _answer_like(tuple(labels))
+    while pattern is not None:
+        masked = pattern.sub(lambda m: m.group(1) + _MASK, text)
+        if masked == text:
+            break
+        text = masked
+    return text
 
 
 def user_prompt(batch: list[Packed], taxonomy: Taxonomy) -> str:
