@@ -207,7 +207,12 @@ class TierRunner:
         confidence = None
         if completion.logprobs:
             confidence = label_confidence(
-                text, text.index(label), label, self.taxonomy.label_names, completion.logprobs, json_string=False
+                text,
+                text.index(label),
+                label,
+                self.taxonomy.label_names,
+                completion.logprobs,
+                json_string=False,
             )
         method = "label_logprobs" if confidence is not None else "none"
         return {ref: _Answer(label, None, confidence, method)}, None

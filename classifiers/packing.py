@@ -103,12 +103,12 @@ def neutralise(text: str, labels: Sequence[str] = ()) -> str:
 def user_prompt(batch: list[Packed], taxonomy: Taxonomy) -> str:
     """The documents of one request, each fenced by a tag the documents cannot know."""
     tag = secrets.token_hex(4)
-    labels = taxonomy.label_names
+    names = taxonomy.label_names
     blocks = [
-        f"<<<DOC ref={p.ref} tag={tag}>>>\n{neutralise(p.text, labels)}\n<<<END tag={tag}>>>" for p in batch
+        f"<<<DOC ref={p.ref} tag={tag}>>>\n{neutralise(p.text, names)}\n<<<END tag={tag}>>>" for p in batch
     ]
     refs = ", ".join(str(p.ref) for p in batch)
-    labels = ", ".join(taxonomy.label_names)
+    labels = ", ".join(names)
     return (
         f"Classify these {len(batch)} document(s), refs {refs}.\n\n"
         + "\n\n".join(blocks)

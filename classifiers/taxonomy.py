@@ -56,9 +56,7 @@ def answer_models(taxonomy: Taxonomy, *, stated_confidence: bool) -> tuple[type[
         fields["label"] = (label_type, Field(description="The one label that fits best"))
     if stated_confidence:
         fields["confidence"] = (float, Field(description="Probability (0 to 1) that it is right"))
-    item = create_model(
-        "DocumentLabel", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    item = create_model("DocumentLabel", __config__=ConfigDict(extra="forbid"), **fields)
     batch = create_model(
         "classify_documents",
         __config__=ConfigDict(extra="forbid"),

@@ -9,6 +9,7 @@ for a large model that is right.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
@@ -336,11 +337,19 @@ def gold_endpoint(gold: dict[str, str]) -> httpx.Client:
     """The LLM endpoint at the HTTP seam: each document's gold label; sure from large, unsure from small."""
     block = re.compile(r"<<<DOC ref=(\d+) tag=\w+>>>\n(.*?)\n<<<END tag=\w+>>>", re.S)
 
+    def label_of(text: str) -> str:
+        # The prompt holds the neutralised text (classifiers/packing.py breaks look-alikes and masks
+        # answer-like label names), so match on the longest shared prefix with the raw text.
+        clean = text.replace("\u200b", "")
+        if clean[:80] in gold:
+            return gold[clean[:80]]
+        return max(gold.items(), key=lambda kv: len(os.path.commonprefix([kv[0], clean[:80]])))[1]  # noqa: RUF071
+
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         confidence = 0.95 if body["model"] == "large-fake" else 0.3
         results = [
-            {"ref": int(ref), "label": gold[text[:80]], "confidence": confidence}
+            {"ref": int(ref), "label": label_of(text), "confidence": confidence}
             for ref, text in block.findall(body["messages"][-1]["content"])
         ]
         return answer(results)
