@@ -24,9 +24,11 @@ from classifiers.tokens import ApproxTokenizer
 from tests.conftest import WEIGHTS
 
 # Allowed excess of the attack flip rate over the harmless-edit flip rate (see docs/security.md):
-# pooled over all attacks (n = 72 pairs), and for any one attack (n = 12 pairs, 3 documents).
-POOLED_TOLERANCE = 0.10
-PER_ATTACK_TOLERANCE = 0.25
+# pooled over the six attacks (72 pairs: about 3 standard deviations of the noise), and for any one
+# attack (12 pairs: 4 documents). Measured with the defence: at most +0.01 pooled, +0.17 for one
+# attack; without it: +0.54 pooled, +0.44 to +0.88 for four of the six attacks.
+POOLED_TOLERANCE = 0.15
+PER_ATTACK_TOLERANCE = 0.34
 DOCS = 12
 
 
