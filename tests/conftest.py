@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,26 @@ def fresh_redis(redis_url: str) -> str:
     url = redis_url.rsplit("/", 1)[0] + f"/{number}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@contextmanager
+def running(settings: Settings, celery: Any) -> Iterator[Any]:
+    """A real in-process Celery worker on every docsort queue, and a TestClient of the API."""
+    from celery.contrib.testing.worker import start_worker
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from worker.app import queue_names
+
+    with (
+        start_worker(
+            celery,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            queues=queue_names(settings),
+            loglevel="WARNING",
+        ),
+        TestClient(create_app(settings, celery)) as client,
+    ):
+        yield client

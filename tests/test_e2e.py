@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
-from api.main import create_app
 from classifiers.costs import Usage, cost_nanousd
 from docsort.config import Settings
 from docsort.demo import samples
-from tests.conftest import make_settings
-from worker.app import create_celery, queue_names
+from tests.conftest import make_settings, running
+from worker.app import create_celery
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 FINAL = {"done", "needs_review", "failed"}
@@ -39,17 +37,7 @@ def stack(
     settings = make_settings(tmp_path, database_url, fresh_redis, port=llama_port)
     settings.worker.flush_interval_s = 0.2
     celery = create_celery(settings)
-    with (
-        start_worker(
-            celery,
-            pool="threads",
-            concurrency=2,
-            perform_ping_check=False,
-            queues=queue_names(settings),
-            loglevel="WARNING",
-        ),
-        TestClient(create_app(settings, celery)) as client,
-    ):
+    with running(settings, celery) as client:
         yield client, settings
 
 

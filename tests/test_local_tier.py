@@ -20,7 +20,6 @@ from typing import Any
 import httpx2 as httpx
 import numpy as np
 import pytest
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -42,9 +41,9 @@ from docsort.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settin
 from store import crud, learning
 from store.db import make_engine, migrate, session_scope
 from store.models import Document, Example, Status
-from tests.conftest import DATASETS, make_settings
+from tests.conftest import DATASETS, make_settings, running
 from tests.fakes import answer
-from worker.app import create_celery, queue_names
+from worker.app import create_celery
 from worker.runtime import Runtime
 
 FINAL = {"done", "needs_review", "failed"}
@@ -395,17 +394,7 @@ def test_labels_from_the_large_tier_make_the_local_tier_take_over_a_stream(
     settings.default_taxonomy = TaxonomySpec(**taxonomy_of(data, "bbc").model_dump(exclude={"version"}))
     celery = create_celery(settings, Runtime(settings, http_client=gold_endpoint(gold)))
     shares, accuracy = [], []
-    with (
-        start_worker(
-            celery,
-            pool="threads",
-            concurrency=2,
-            perform_ping_check=False,
-            queues=queue_names(settings),
-            loglevel="WARNING",
-        ),
-        TestClient(create_app(settings, celery)) as client,
-    ):
+    with running(settings, celery) as client:
         for wave in (data[:50], data[50:100], data[100:150]):
             r = client.post("/v1/documents", json={"documents": [{"text": row["text"]} for row in wave]})
             assert r.status_code == 202
