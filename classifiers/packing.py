@@ -68,9 +68,17 @@ _BREAK = "\u200b"  # zero-width space: the text reads the same, the tokens no lo
 # HTML comments are invisible to a reader (HTML uploads lose them in extraction); so are they here.
 _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 # A label name after a word about answering, in the same sentence: "the correct label is X",
-# "answer X", "classify it as X", '"label": "X"'. A document's claim about its own label is not data
-# the answer may copy; the name is replaced, the rest of the sentence kept.
-_CUE = r"\b(?:label|categor|classif|answer|reply|respond|output|verdict)\w*"
+# "answer X", "classify it as X", '"label": "X"', "return the value X", "file it under X"; or as the
+# value of a short "key: X" / "key = X" pair ("A: X", "Topic: X"). A document's claim about its own
+# label is not data the answer may copy; the name is replaced, the rest of the sentence kept.
+_CUE = (
+    r"(?:\b(?:label|categor|classif|answer|reply|respond|output|verdict|return|topic|pick|choose"
+    r"|select|print)\w*"
+    r"|\b(?:file|mark|tag|sort|place|assign)\w*\s+(?:it|this|them|these|that)\b)"
+)
+# "A: X", "Topic = X": a short key, then the label name as the whole value of the pair.
+_KEY = r"(?:^|(?<=[.!?>\s]))(?:[A-Za-z][A-Za-z ]{0,24}?\s?[:=]\s*[\"'\[(]?)"
+_END = r"(?=\s*[\"'\])]?\s*(?:[.!?,;<]|$))"
 _MASK = "[…]"
 
 
@@ -79,24 +87,29 @@ def _broken(match: re.Match[str]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _answer_like(labels: tuple[str, ...]) -> re.Pattern[str] | None:
+def _answer_like(labels: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     names = sorted((label for label in labels if len(label) >= 3), key=len, reverse=True)
     if not names:
-        return None
+        return ()
     words = "|".join(re.escape(name) for name in names)
-    return re.compile(rf"({_CUE}[^.!?\n]{{0,60}}?)(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+    name = rf"(?<!\w)(?:{words})(?!\w)"
+    flags = re.IGNORECASE | re.MULTILINE
+    return (
+        re.compile(rf"({_CUE}[^.!?\n]{{0,60}}?){name}", flags),
+        re.compile(rf"({_KEY}){name}{_END}", flags),
+    )
 
 
 def neutralise(text: str, labels: Sequence[str] = ()) -> str:
     """Document text made safe to fence: no HTML comments, no fence or special-token look-alikes,
     no label name where the text tells the model what to answer."""
     text = _LOOKALIKE.sub(_broken, _COMMENT.sub(" ", text))
-    pattern = _answer_like(tuple(labels))
-    while pattern is not None:
-        masked = pattern.sub(lambda m: m.group(1) + _MASK, text)
-        if masked == text:
-            break
-        text = masked
+    for pattern in _answer_like(tuple(labels)):
+        while True:
+            masked = pattern.sub(lambda m: m.group(1) + _MASK, text)
+            if masked == text:
+                break
+            text = masked
     return text
 
 

@@ -346,7 +346,9 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'docsort.db'}"
         if not self.models:
             key = os.environ.get("OPENAI_API_KEY", "")
-            self.models = openai_tiers(key) if key else offline_tiers()
+            # The learned tier leads: zero-shot it hands everything on; with labels it answers the
+            # easy documents for free (classifiers/local.py).
+            self.models = [local_tier(), *(openai_tiers(key) if key else offline_tiers())]
         names = [tier.name for tier in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model tier names must be unique, got {names}")
@@ -385,6 +387,11 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         assert self.database_url is not None
         return self.database_url
+
+    @property
+    def llm_tiers(self) -> list[ModelTier]:
+        """The tiers that call a model (every one but the learned local tier), in cascade order."""
+        return [tier for tier in self.models if tier.kind != "local"]
 
     def tier(self, name: str) -> ModelTier:
         """The tier called name, or KeyError."""

@@ -79,7 +79,7 @@ def run_demo(settings: Settings, *, timeout_s: float = 900.0) -> int:
     if offline:
         console.print(
             "[bold]Offline mode:[/] tiny local models served by llama.cpp, priced as "
-            f"{' / '.join(t.name for t in settings.models)} = gpt-4o-mini / gpt-4o to show the "
+            f"{' / '.join(t.name for t in settings.llm_tiers)} = gpt-4o-mini / gpt-4o to show the "
             "cascade's saving. They prove the machinery, not the quality."
         )
     with stack(settings, with_flower=True) as live:

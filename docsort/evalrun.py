@@ -74,8 +74,8 @@ def run_tier(
             tier.tokenizer, str(settings.weights_path(tier.weights)) if tier.weights else None
         ),
         calibrate=calibrate,
-        is_last=tier is settings.models[-1],
-        reference_price=settings.models[-1].price,
+        is_last=tier is settings.llm_tiers[-1],
+        reference_price=settings.llm_tiers[-1].price,
     )
     return TierResult.from_decisions(tier.name, runner.run(docs_of(rows)))
 
@@ -83,7 +83,7 @@ def run_tier(
 def evaluate(settings: Settings, taxonomy: Taxonomy, rows: list[Labelled]) -> dict[str, Any]:
     """small, large, cascade and oracle on rows, with the thresholds in force (stored calibrations win)."""
     results, thresholds, calibrators = [], [], []
-    for tier in settings.models:
+    for tier in settings.llm_tiers:  # the local tier scores itself on held-out labels
         results.append(run_tier(settings, taxonomy, tier, rows))
         stored = None
         if taxonomy.name != "dataset":
@@ -144,7 +144,7 @@ def calibrate(
     method: str = "isotonic",
 ) -> dict[str, Any]:
     """Fit a calibrator per tier and pick the cheapest first-tier threshold within target_gap of large-only."""
-    small_tier, large_tier = settings.models[0], settings.models[-1]
+    small_tier, large_tier = settings.llm_tiers[0], settings.llm_tiers[-1]
     small = run_tier(settings, taxonomy, small_tier, rows)
     large = run_tier(settings, taxonomy, large_tier, rows)
     gold = [row.gold for row in rows]

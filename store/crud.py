@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, bindparam, func, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -198,28 +198,60 @@ def list_documents(
 # --- the cascade's state machine -------------------------------------------------------------
 
 
-def claim(*, session: Session, ids: Iterable[int], stage: str, token: str) -> list[Document]:
+class Claimed(NamedTuple):
+    """What a batch needs of a claimed document (rows, not ORM objects: this is the hot path)."""
+
+    id: int
+    text: str
+    taxonomy: str
+    taxonomy_version: int
+
+
+_DOC = Document.__table__  # type: ignore[attr-defined]
+_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+
+
+def claim(*, session: Session, ids: Iterable[int], stage: str, token: str) -> list[Claimed]:
     """Move waiting documents at stage to classifying under token; a redelivery re-claims its own."""
-    ids = list(ids)
     now = utcnow()
-    session.execute(
-        update(Document)
+    c = _DOC.c
+    rows = session.execute(
+        update(_DOC)
         .where(
-            col(Document.id).in_(ids),
-            col(Document.stage) == stage,
+            c.id.in_(list(ids)),
+            c.stage == stage,
             or_(
-                col(Document.status).in_([s.value for s in WAITING]),
-                and_(col(Document.status) == Status.classifying, col(Document.claim_token) == token),
+                c.status.in_([s.value for s in WAITING]),
+                and_(c.status == Status.classifying, c.claim_token == token),
             ),
         )
         .values(status=Status.classifying, claim_token=token, claimed_at=now, updated_at=now)
+        .returning(c.id, c.text, c.taxonomy, c.taxonomy_version)
     )
-    query = select(Document).where(
-        col(Document.id).in_(ids),
-        col(Document.claim_token) == token,
-        col(Document.status) == Status.classifying,
+    return sorted((Claimed(*row) for row in rows), key=lambda d: d.id)
+
+
+_RECORD = (
+    update(_DOC)
+    .where(_DOC.c.id == bindparam("_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "status",
+                "stage",
+                "claim_token",
+                "updated_at",
+                "status_reason",
+                "label",
+                "labels",
+                "confidence",
+                "tier",
+                "model",
+            )
+        }
     )
-    return list(session.exec(query.order_by(col(Document.id))))
+)
 
 
 def record(
@@ -235,19 +267,21 @@ def record(
     now = utcnow()
     # Take the rows still claimed under token in one write (a redelivered or duplicated message
     # finds none), then update them all by primary key in one executemany.
-    recording = f"rec:{token}"[:64]
-    session.execute(
-        update(Document)
-        .where(
-            col(Document.id).in_([d.doc_id for d in decisions]),
-            col(Document.claim_token) == token,
-            col(Document.status) == Status.classifying,
-        )
-        .values(claim_token=recording)
+    c = _DOC.c
+    owned = set(
+        session.execute(
+            update(_DOC)
+            .where(
+                c.id.in_([d.doc_id for d in decisions]),
+                c.claim_token == token,
+                c.status == Status.classifying,
+            )
+            .values(claim_token=f"rec:{token}"[:64])
+            .returning(c.id)
+        ).scalars()
     )
-    owned = set(session.exec(select(Document.id).where(col(Document.claim_token) == recording)))
     rows: list[dict[str, Any]] = []
-    attempts: list[Attempt] = []
+    attempts: list[dict[str, Any]] = []
     for decision in decisions:
         if decision.doc_id not in owned:
             continue  # someone else finished it: a duplicate message records nothing
@@ -258,7 +292,7 @@ def record(
         else:
             status, stage_after = Status.needs_review, stage
         values: dict[str, Any] = {
-            "id": decision.doc_id,
+            "_id": decision.doc_id,
             "status": status.value,
             "stage": stage_after,
             "claim_token": f"esc:{token}"[:64] if status == Status.escalated else None,
@@ -280,35 +314,37 @@ def record(
                 model=last.model,
             )
         rows.append(values)
-        attempts += [_attempt(a) for a in decision.attempts]
+        attempts += [_attempt(a, now) for a in decision.attempts]
         moved[status.value].append(decision.doc_id)
     if rows:
-        session.execute(update(Document), rows)
-    session.add_all(attempts)
-    session.flush()
+        session.execute(_RECORD, rows)
+    if attempts:
+        session.execute(insert(_ATTEMPT), attempts)
     return moved
 
 
-def _attempt(a: AttemptRecord) -> Attempt:
-    return Attempt(
-        document_id=a.doc_id,
-        request_id=a.request_id,
-        tier=a.tier,
-        model=a.model,
-        label=a.label,
-        labels=a.labels,
-        confidence=a.confidence,
-        raw_confidence=a.raw_confidence,
-        confidence_method=a.confidence_method,
-        input_tokens=a.usage.input_tokens,
-        cached_tokens=a.usage.cached_tokens,
-        output_tokens=a.usage.output_tokens,
-        cost_nanousd=a.cost_nanousd,
-        reference_nanousd=a.reference_nanousd,
-        latency_ms=a.latency_ms,
-        outcome=a.outcome,
-        error=a.error,
-    )
+def _attempt(a: AttemptRecord, now: datetime) -> dict[str, Any]:
+    """An attempt row as the insert takes it."""
+    return {
+        "document_id": a.doc_id,
+        "request_id": a.request_id,
+        "tier": a.tier,
+        "model": a.model,
+        "label": a.label,
+        "labels": a.labels,
+        "confidence": a.confidence,
+        "raw_confidence": a.raw_confidence,
+        "confidence_method": a.confidence_method,
+        "input_tokens": a.usage.input_tokens,
+        "cached_tokens": a.usage.cached_tokens,
+        "output_tokens": a.usage.output_tokens,
+        "cost_nanousd": a.cost_nanousd,
+        "reference_nanousd": a.reference_nanousd,
+        "latency_ms": a.latency_ms,
+        "outcome": a.outcome,
+        "error": a.error,
+        "created_at": now,
+    }
 
 
 def _reason(decision: Decision) -> str:

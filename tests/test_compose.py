@@ -55,3 +55,12 @@ def test_llm_config_names_pinned_weights() -> None:
     pinned = json.loads((ROOT / "docsort" / "weights.lock.json").read_text())
     for model in config["models"]:
         assert Path(model["model"]).stem in pinned
+
+
+def test_the_worker_consumes_every_queue_of_the_default_cascade(tmp_path: Path) -> None:
+    from docsort.config import Settings
+    from worker.app import queue_names
+
+    worker = load()["services"]["worker"]["command"]
+    queues = worker[worker.index("-Q") + 1].split(",")
+    assert set(queues) == set(queue_names(Settings(data_dir=tmp_path)))

@@ -54,9 +54,13 @@ def test_documents_are_classified_with_tokens_and_costs(stack: tuple[TestClient,
     prices = {t.name: t.price for t in settings.models}
     for doc in docs:
         assert doc["status"] in {"done", "needs_review"}, doc
-        assert doc["label"] in labels and doc["tier"] in prices
-        assert 0 <= doc["confidence"] <= 1
         assert doc["attempts"], doc
+        if doc["label"] is None:
+            # The tiny offline model can fail every re-ask: that is a review, said so, never "done".
+            assert doc["status"] == "needs_review" and doc["status_reason"], doc
+        else:
+            assert doc["label"] in labels and doc["tier"] in prices
+            assert 0 <= doc["confidence"] <= 1
         for attempt in doc["attempts"]:
             assert attempt["input_tokens"] > 0 and attempt["output_tokens"] > 0
         assert doc["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in doc["attempts"]))

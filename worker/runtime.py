@@ -34,6 +34,7 @@ class Runtime:
     _runners: dict[tuple[str, int, str, int], Runner] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _calibrations: dict[tuple[str, str], tuple[float, Calibration | None]] = field(default_factory=dict)
+    _taxonomies: dict[tuple[str, int], Taxonomy] = field(default_factory=dict)
 
     @property
     def engine(self) -> Engine:
@@ -44,6 +45,17 @@ class Runtime:
                 self._pid = os.getpid()
                 self._runners.clear()
             return self._engine
+
+    def taxonomy(self, name: str, version: int) -> Taxonomy:
+        """A taxonomy version, read once per process (a stored version never changes)."""
+        key = (name, version)
+        if key not in self._taxonomies:
+            with session_scope(self.engine) as session:
+                row = crud.get_taxonomy(session=session, name=name, version=version)
+                if row is None:
+                    raise LookupError(f"taxonomy {name} v{version} is not stored")
+                self._taxonomies[key] = crud.to_runtime(row)
+        return self._taxonomies[key]
 
     def local_runner(self, taxonomy: Taxonomy, tier_name: str) -> Runner:
         """The local tier's runner with the taxonomy's active model (none until one is trained)."""

@@ -105,16 +105,10 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
         token = str(self.request.id or uuid.uuid4().hex)
         with session_scope(runtime.engine) as session:
             docs = crud.claim(session=session, ids=args.ids, stage=args.tier, token=token)
-            by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
-            for doc in docs:
-                assert doc.id is not None
-                by_taxonomy[(doc.taxonomy, doc.taxonomy_version)].append(DocIn(doc.id, doc.text))
-            taxonomies = {
-                key: crud.to_runtime(
-                    crud.get_taxonomy(session=session, name=key[0], version=key[1])  # type: ignore[arg-type]
-                )
-                for key in by_taxonomy
-            }
+        by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
+        for doc in docs:
+            by_taxonomy[(doc.taxonomy, doc.taxonomy_version)].append(DocIn(doc.id, doc.text))
+        taxonomies = {key: runtime.taxonomy(*key) for key in by_taxonomy}
         if not docs:
             return {"tier": args.tier, "claimed": 0}
         if args.tier != first:
@@ -133,7 +127,7 @@ def register_tasks(app: Celery, runtime: Runtime) -> None:
             with session_scope(runtime.engine) as session:
                 crud.mark(
                     session=session,
-                    ids=[d.id for d in docs if d.id is not None],
+                    ids=[d.id for d in docs],
                     token=token,
                     status=Status.failed,
                     reason=f"{args.tier}: {exc}",
