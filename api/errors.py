@@ -17,6 +17,7 @@ log = logging.getLogger("docsort.api")
 
 STATUS: list[tuple[type[errors.DocsortError], int]] = [
     (errors.NotFound, 404),
+    (errors.Forbidden, 403),
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
     (errors.UnsupportedMediaType, 415),
@@ -29,6 +30,7 @@ STATUS: list[tuple[type[errors.DocsortError], int]] = [
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",

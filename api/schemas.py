@@ -105,6 +105,7 @@ class Problem(BaseModel):
 
 PROBLEM_TEXT = {
     401: "No valid API key (`Authorization: Bearer <key>`)",
+    403: "Not allowed by this deployment's settings",
     404: "No such resource",
     413: "Over a size or count limit; `limit` says which",
     415: "Unsupported content type",

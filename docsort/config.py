@@ -202,6 +202,13 @@ class S3Settings(BaseModel):
     """Bulk import from S3-compatible storage; credentials come from boto3's standard chain."""
 
     endpoint_url: str | None = Field(None, description="MinIO, SeaweedFS, R2...; None means AWS")
+    # An import request may name its own endpoint; the workers then connect wherever it points (with
+    # the server's credentials), so outside development only listed endpoints are taken.
+    allowed_endpoints: list[str] | None = Field(
+        None,
+        description="Endpoints an import request may name besides endpoint_url; "
+        "None: any in development, none in production",
+    )
     region: str | None = None
     max_object_bytes: int = Field(20_000_000, ge=1, description="Larger objects are skipped unread")
     fetch_concurrency: int = Field(16, ge=1, le=256, description="Objects fetched at once per import")

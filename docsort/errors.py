@@ -3,6 +3,7 @@
     DocsortError
     ├── InputError                 the caller sent something wrong (4xx)
     │   ├── NotFound               404
+    │   ├── Forbidden              403 (allowed callers, not allowed this)
     │   ├── Conflict               409
     │   ├── PayloadTooLarge        413
     │   ├── UnsupportedMediaType   415
@@ -31,6 +32,10 @@ class InputError(DocsortError):
 
 class NotFound(InputError):
     """No such resource."""
+
+
+class Forbidden(InputError):
+    """Not allowed by this deployment's settings, whoever asks."""
 
 
 class Conflict(InputError):

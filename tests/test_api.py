@@ -10,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api.routes.imports import _check_endpoint
+from docsort.errors import Forbidden
 from tests.conftest import make_settings
 
 
@@ -133,3 +135,26 @@ def test_documents_are_stored_even_when_redis_is_down(tmp_path: Path, database_u
         r = c.post("/v1/documents", json={"text": "stored anyway"})
         assert r.status_code == 202 and r.json()["queued"] is False
         assert c.get(f"/v1/documents/{r.json()['data'][0]['id']}").json()["status"] == "queued"
+
+
+def test_import_endpoints_outside_the_allow_list_are_403(
+    tmp_path: Path, database_url: str, fresh_redis: str
+) -> None:
+    settings = make_settings(tmp_path, database_url, fresh_redis)
+    settings.s3.endpoint_url = "http://s3.internal:8333"
+    settings.s3.allowed_endpoints = ["http://minio.internal:9000"]
+    with TestClient(create_app(settings)) as client:
+        for url in ("http://169.254.169.254", "http://minio.internal:9001", "https://s3.internal:8333"):
+            r = client.post("/v1/imports", json={"source": "s3://bucket/prefix", "endpoint_url": url})
+            assert "s3.allowed_endpoints" in problem(r, 403), url
+        for url in (None, "http://s3.internal:8333/", "http://minio.internal:9000"):
+            r = client.post("/v1/imports", json={"source": "s3://bucket/prefix", "endpoint_url": url})
+            assert r.status_code == 202, r.text
+    settings.s3.allowed_endpoints = None  # development: any endpoint; production: only the configured one
+    with TestClient(create_app(settings)) as client:
+        body = {"source": "s3://bucket/prefix", "endpoint_url": "http://elsewhere:1"}
+        assert client.post("/v1/imports", json=body).status_code == 202
+    settings.env = "production"
+    _check_endpoint("http://s3.internal:8333", settings)
+    with pytest.raises(Forbidden):
+        _check_endpoint("http://elsewhere:1", settings)

@@ -19,7 +19,8 @@ from sqlmodel import Session
 from api.deps import MAX_DB_INT, CeleryDep, IdPath, SessionDep, SettingsDep
 from api.routes.documents import to_public
 from api.schemas import DocumentsPublic, problem_responses
-from docsort.errors import DocsortError
+from docsort.config import Settings
+from docsort.errors import DocsortError, Forbidden
 from ingest.s3 import Mode, S3Location
 from store import crud, imports
 from store.models import NANO, ImportJob, Status
@@ -167,12 +168,28 @@ def _queue(celery: Celery, task: str, import_id: int) -> bool:
         return False
 
 
-@router.post("", status_code=202, response_model=ImportAccepted, responses=NOT_FOUND)
+def _check_endpoint(url: str | None, settings: Settings) -> None:
+    """Refuse an endpoint the deployment does not allow (the workers would connect to it)."""
+    s3 = settings.s3
+    if url is None or url.rstrip("/") == (s3.endpoint_url or "").rstrip("/"):
+        return
+    allowed = s3.allowed_endpoints
+    if allowed is None and settings.env == "development":
+        return
+    if url.rstrip("/") not in {a.rstrip("/") for a in allowed or []}:
+        raise Forbidden(
+            f"endpoint_url {url} is not allowed here; the operator lists endpoints in "
+            "s3.allowed_endpoints (DOCSORT_S3__ALLOWED_ENDPOINTS)"
+        )
+
+
+@router.post("", status_code=202, response_model=ImportAccepted, responses=problem_responses(403, 404))
 def post_import(
     body: ImportIn, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> ImportAccepted:
     """Start importing every object under an S3 prefix; 202 with the import's id."""
     name = body.taxonomy or settings.default_taxonomy.name
+    _check_endpoint(body.endpoint_url, settings)
     crud.get_taxonomy(session=session, name=name)  # NotFound: 404
     job = imports.create_import(
         session=session, source=body.source, taxonomy=name, endpoint_url=body.endpoint_url, mode=body.mode
