@@ -128,7 +128,11 @@ def curve(name: str, features: str, args: argparse.Namespace, tokenizer: Tokeniz
     labels = sorted({r["label"] for r in rows})
     large = ModelTier(name="large", model="gpt-4o", price=GPT_4O, batch_size=8)
     cost = reference_cost(from_dataset_labels(name, labels, multi_label=False), large, tokenizer)
-    params = TrainParams(features=features, target_accuracy=args.target or args.large_accuracy)
+    params = TrainParams(
+        features=features,
+        target_accuracy=args.target or args.large_accuracy,
+        embed_backend=args.embed_backend,
+    )
     cache: dict[str, np.ndarray] = {}
     folds = folds_of(rows)
     results = []
@@ -183,12 +187,14 @@ def throughput(repeats: int = 3) -> list[dict[str, Any]]:
     row["docs_per_s"] = round(len(texts) / (time.perf_counter() - started), 1)
     out.append(row)
     print(json.dumps(row), flush=True)
-    for backend in ("onnx", "torch"):
+    for backend in ("static", "onnx", "torch"):
         if not embeddings.available(backend):
             continue
-        for threads in (1, 2):
-            if backend == "onnx":
-                embedder: Any = embeddings.OnnxMiniLM(128, threads=threads)
+        for threads in (1,) if backend == "static" else (1, 2):
+            if backend == "static":
+                embedder: Any = embeddings.StaticMiniLM(128)
+            elif backend == "onnx":
+                embedder = embeddings.OnnxMiniLM(128, threads=threads)
             else:
                 import torch
 
@@ -222,6 +228,7 @@ def main() -> None:
     )
     parser.add_argument("--no-pool", dest="pool", action="store_false", help="Skip BANKING77's 1k and 5k")
     parser.add_argument("--throughput", action="store_true", help="Only measure embedding throughput")
+    parser.add_argument("--embed-backend", default="onnx", choices=["onnx", "torch", "static"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.throughput:

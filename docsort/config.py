@@ -253,7 +253,9 @@ class LocalSettings(BaseModel):
         "accepted", description="LLM answers learned from: any accepted, only the last tier's, none"
     )
     max_examples: int = Field(20_000, ge=10, description="Train on at most the newest N labels")
-    embed_backend: Literal["onnx", "torch"] = "onnx"
+    embed_backend: Literal["onnx", "torch", "static"] = Field(
+        "onnx", description="static: ~70x faster, a few points less accurate (docs/benchmarks.md)"
+    )
     embed_max_tokens: int = Field(128, ge=16, le=512)
 
 

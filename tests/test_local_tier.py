@@ -160,6 +160,28 @@ def test_int8_onnx_embeddings_match_the_original_and_auto_measures_every_feature
     assert tried["embeddings"] > tried["tfidf"]  # with few labels, embeddings win (docs/benchmarks.md)
 
 
+@pytest.mark.skipif(not embeddings.available("static"), reason="the `embeddings` extra is not installed")
+def test_static_embeddings_are_distilled_offline_once_and_separate_topics(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    cache = tmp_path_factory.getbasetemp() / "embeddings"  # one distillation per test run
+    static = embeddings.StaticMiniLM(128, cache_dir=cache)
+    assert (cache / static.VERSION / "model.safetensors").exists()
+    data = rows("ag_news_test", 200)
+    vectors = static.embed([r["text"] for r in data])
+    assert vectors.shape == (200, embeddings.DIM)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    labels = np.array([r["label"] for r in data])
+    # Same-topic documents sit closer than different-topic ones (cosine similarity, on average).
+    sims = vectors @ vectors.T
+    same = labels[:, None] == labels[None, :]
+    np.fill_diagonal(same, False)
+    different = labels[:, None] != labels[None, :]
+    assert sims[same].mean() > sims[different].mean() + 0.02
+    again = embeddings.StaticMiniLM(128, cache_dir=cache)  # loads the stored distillation
+    assert np.allclose(again.embed([data[0]["text"]]), vectors[:1], atol=1e-5)
+
+
 def test_a_local_tier_costs_nothing() -> None:
     with pytest.raises(ValueError, match="costs nothing"):
         ModelTier(name="local", kind="local", price=GPT_4O)
