@@ -141,11 +141,13 @@ class StaticMiniLM:
         self.name = f"{self.VERSION}:{max_tokens}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.asarray(
+        vectors: np.ndarray = np.asarray(
             self.model.encode(list(texts), max_length=self.max_tokens, use_multiprocessing=False),
             dtype=np.float32,
         )  # stored as float16: normalise after widening, as the Embedder contract says
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        norms: np.ndarray = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit: np.ndarray = vectors / norms
+        return unit
 
 
 def _cache_dir() -> Path:
