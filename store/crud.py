@@ -28,6 +28,9 @@ from store.models import (
     utcnow,
 )
 
+_DOC = Document.__table__  # type: ignore[attr-defined]
+_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+
 
 def content_hash(text: str) -> str:
     """The dedup key of a document's text."""
@@ -88,6 +91,14 @@ def to_runtime(row: Taxonomy) -> TaxonomyModel:
 # --- documents --------------------------------------------------------------------------------
 
 
+class Stored(NamedTuple):
+    """An accepted document as the caller is told of it."""
+
+    id: int
+    status: str
+    external_id: str | None
+
+
 def create_documents(
     *,
     session: Session,
@@ -96,64 +107,76 @@ def create_documents(
     stage: str,
     import_id: int | None = None,
     sources: Sequence[dict[str, Any] | None] | None = None,
-) -> list[tuple[Document, bool]]:
-    """Store items (status queued), returning each with whether it is new; duplicates reuse rows."""
+) -> list[tuple[Stored, bool]]:
+    """Store items (status queued), returning each with whether it is new; duplicates reuse rows.
+
+    Core statements, not ORM objects: this is the API's hot path (a profile on PostgreSQL showed 80%
+    of a batch POST in building and flushing Document objects).
+    """
     hashes = [content_hash(item.text) for item in items]
-    existing = {
-        doc.content_hash: doc
-        for doc in session.exec(
-            select(Document).where(
-                col(Document.taxonomy) == taxonomy.name, col(Document.content_hash).in_(set(hashes))
+    c = _DOC.c
+    known: dict[str, Stored] = {
+        row.content_hash: Stored(row.id, row.status, row.external_id)
+        for row in session.execute(
+            sa_select(c.id, c.status, c.external_id, c.content_hash).where(
+                c.taxonomy == taxonomy.name, c.content_hash.in_(set(hashes))
             )
         )
     }
-    out: list[tuple[Document, bool]] = []
-    fresh: dict[str, Document] = {}
+    now = utcnow()
+    fresh: dict[str, dict[str, Any]] = {}
     for index, (item, digest) in enumerate(zip(items, hashes, strict=True)):
-        if digest in existing:
-            out.append((existing[digest], False))
+        if digest in known or digest in fresh:
             continue
-        if digest in fresh:
-            out.append((fresh[digest], False))
-            continue
-        doc = Document(
-            text=item.text,
-            external_id=item.external_id,
-            meta=item.metadata,
-            taxonomy=taxonomy.name,
-            taxonomy_version=taxonomy.version,
-            content_hash=digest,
-            stage=stage,
-            import_id=import_id,
-            source=sources[index] if sources else None,
-        )
-        fresh[digest] = doc
-        out.append((doc, True))
-    try:
-        with session.begin_nested():
-            session.add_all(fresh.values())
-            session.flush()
-    except IntegrityError:
-        # Another request stored one of these texts meanwhile: take rows one at a time.
-        return [_one(session=session, doc=doc, created=created) for doc, created in out]
+        fresh[digest] = {
+            "text": item.text,
+            "external_id": item.external_id,
+            "metadata": item.metadata,
+            "taxonomy": taxonomy.name,
+            "taxonomy_version": taxonomy.version,
+            "content_hash": digest,
+            "stage": stage,
+            "status": Status.queued.value,
+            "import_id": import_id,
+            "source": sources[index] if sources else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+    created: set[str] = set()
+    if fresh:
+        insert_rows = insert(_DOC).returning(c.id, c.content_hash, sort_by_parameter_order=True)
+        try:
+            with session.begin_nested():
+                for row in session.execute(insert_rows, list(fresh.values())):
+                    values = fresh[row.content_hash]
+                    known[row.content_hash] = Stored(row.id, values["status"], values["external_id"])
+                    created.add(row.content_hash)
+        except IntegrityError:
+            # Another request stored one of these texts meanwhile: take rows one at a time.
+            for digest, values in fresh.items():
+                known[digest], new = _one(session=session, values=values)
+                if new:
+                    created.add(digest)
+    out: list[tuple[Stored, bool]] = []
+    for digest in hashes:
+        out.append((known[digest], digest in created))
+        created.discard(digest)  # a text repeated in one request is new once
     return out
 
 
-def _one(*, session: Session, doc: Document, created: bool) -> tuple[Document, bool]:
-    if not created or doc.id is not None:
-        return doc, created
+def _one(*, session: Session, values: dict[str, Any]) -> tuple[Stored, bool]:
+    c = _DOC.c
     try:
         with session.begin_nested():
-            session.add(doc)
-            session.flush()
-        return doc, True
+            doc_id = session.execute(insert(_DOC).values(values).returning(c.id)).scalar_one()
+        return Stored(doc_id, values["status"], values["external_id"]), True
     except IntegrityError:
-        row = session.exec(
-            select(Document).where(
-                col(Document.taxonomy) == doc.taxonomy, col(Document.content_hash) == doc.content_hash
+        row = session.execute(
+            sa_select(c.id, c.status, c.external_id).where(
+                c.taxonomy == values["taxonomy"], c.content_hash == values["content_hash"]
             )
         ).one()
-        return row, False
+        return Stored(row.id, row.status, row.external_id), False
 
 
 def get_document(*, session: Session, document_id: int) -> Document:
@@ -205,10 +228,6 @@ class Claimed(NamedTuple):
     text: str
     taxonomy: str
     taxonomy_version: int
-
-
-_DOC = Document.__table__  # type: ignore[attr-defined]
-_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 
 
 def claim(*, session: Session, ids: Iterable[int], stage: str, token: str) -> list[Claimed]:
