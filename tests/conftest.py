@@ -18,6 +18,19 @@ from docsort.services import Supervisor, free_port, llama_services, redis_servic
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / ".docsort" / "models"  # shared across runs: the weights are 93 MB
 DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def dataset(name: str) -> Path:
+    """A dev set from ../shared/datasets; skipped on a machine without them, a failure in CI."""
+    path = DATASETS / f"{name}.dev.jsonl"
+    if not path.exists():
+        message = f"{path} is missing: the labelled datasets live in ../shared/datasets"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 PG_ADMIN = os.environ.get("DOCSORT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

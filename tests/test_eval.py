@@ -14,19 +14,16 @@ from classifiers.evaluate import load_jsonl
 from docsort import evalrun
 from store import crud
 from store.db import make_engine, session_scope
-from tests.conftest import DATASETS, make_settings
+from tests.conftest import dataset, make_settings
 from tests.processes import settings_env
 from worker.runtime import Runtime
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
-AG_NEWS = DATASETS / "ag_news_test.dev.jsonl"
 
 
 @pytest.fixture
 def rows() -> list:  # type: ignore[type-arg]
-    if not AG_NEWS.exists():
-        pytest.skip("../shared/datasets is not beside the repository")
-    return load_jsonl(AG_NEWS, 8)
+    return load_jsonl(dataset("ag_news_test"), 8)
 
 
 def test_eval_cli_writes_every_system(tmp_path: Path, llama_port: int, redis_url: str, rows: list) -> None:  # type: ignore[type-arg]
@@ -39,7 +36,7 @@ def test_eval_cli_writes_every_system(tmp_path: Path, llama_port: int, redis_url
             "docsort.cli",
             "eval",
             "--dataset",
-            str(AG_NEWS),
+            str(dataset("ag_news_test")),
             "--taxonomy",
             "news",
             "--json",

@@ -22,7 +22,7 @@ from bench.injection import (
 from classifiers.packing import DocIn, neutralise, pack, system_prompt, user_prompt
 from classifiers.tokens import ApproxTokenizer
 from docsort import weights
-from tests.conftest import DATASETS, WEIGHTS
+from tests.conftest import WEIGHTS, dataset
 
 # Allowed excess of the attack flip rate over the harmless-edit flip rate (see docs/security.md):
 # pooled over the six attacks (72 pairs: about 3 standard deviations of the noise), and for any one
@@ -122,7 +122,7 @@ def test_key_value_and_imperative_label_claims_are_masked() -> None:
 @pytest.mark.parametrize("name", ["ag_news_test", "bbc_news", "banking77", "cfpb_complaints"])
 def test_the_mask_rarely_touches_real_documents(name: str) -> None:
     """Measured: 0/500 AG News, 1/424 BBC, 0/500 BANKING77, 1/298 CFPB changed; allow 1%."""
-    rows = [json.loads(line) for line in (DATASETS / f"{name}.dev.jsonl").open()]
+    rows = [json.loads(line) for line in dataset(name).open()]
     labels = sorted({x for r in rows for x in ([r["label"]] if "label" in r else r["labels"])})
     changed = sum(neutralise(r["text"], labels) != neutralise(r["text"]) for r in rows)
     assert changed <= len(rows) // 100, changed

@@ -41,7 +41,7 @@ from docsort.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settin
 from store import crud, learning
 from store.db import make_engine, migrate, session_scope
 from store.models import Document, Example, Status
-from tests.conftest import DATASETS, make_settings, running
+from tests.conftest import dataset, make_settings, running
 from tests.fakes import answer
 from worker.app import create_celery
 from worker.runtime import Runtime
@@ -51,7 +51,7 @@ FINAL = {"done", "needs_review", "failed"}
 
 def rows(name: str, n: int | None = None, seed: int = 0, chars: int = 600) -> list[dict[str, Any]]:
     """A dataset's dev rows in a seeded order (the files are sorted by label), texts cut for speed."""
-    with (DATASETS / f"{name}.dev.jsonl").open(encoding="utf-8") as handle:
+    with dataset(name).open(encoding="utf-8") as handle:
         data = [json.loads(line) for line in handle]
     random.Random(seed).shuffle(data)
     return [{**row, "text": row["text"][:chars]} for row in data[:n]]
