@@ -144,8 +144,8 @@ def fresh_redis(redis_url: str) -> str:
 
 
 @contextmanager
-def running(settings: Settings, celery: Any) -> Iterator[Any]:
-    """A real in-process Celery worker on every docsort queue, and a TestClient of the API."""
+def running(settings: Settings, celery: Any, queues: list[str] | None = None) -> Iterator[Any]:
+    """A real in-process Celery worker (on every docsort queue by default), and a TestClient of the API."""
     from celery.contrib.testing.worker import start_worker
     from fastapi.testclient import TestClient
 
@@ -158,7 +158,7 @@ def running(settings: Settings, celery: Any) -> Iterator[Any]:
             pool="threads",
             concurrency=2,
             perform_ping_check=False,
-            queues=queue_names(settings),
+            queues=queues or queue_names(settings),
             loglevel="WARNING",
         ),
         TestClient(create_app(settings, celery)) as client,

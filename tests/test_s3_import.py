@@ -27,6 +27,7 @@ from api.main import create_app
 from docsort.config import S3Settings, Settings
 from docsort.demo import samples
 from docsort.services import free_port
+from tests import conftest
 from tests.conftest import ROOT, make_settings
 from tests.s3_fixtures import MANY, MAX_DOCUMENT_BYTES, MAX_OBJECT_BYTES, S3Server, put_many, s3_server  # noqa: F401
 from worker.app import create_celery, queue_names
@@ -50,18 +51,7 @@ def settings_for(tmp_path: Path, database_url: str, redis_url: str, s3: S3Server
 @contextmanager
 def running(settings: Settings, queues: list[str] | None = None) -> Iterator[TestClient]:
     """The API and a real worker; by default the worker takes only the imports queue (no models)."""
-    celery = create_celery(settings)
-    with (
-        start_worker(
-            celery,
-            pool="threads",
-            concurrency=2,
-            perform_ping_check=False,
-            queues=queues or ["imports"],
-            loglevel="WARNING",
-        ),
-        TestClient(create_app(settings, celery)) as client,
-    ):
+    with conftest.running(settings, create_celery(settings), queues or ["imports"]) as client:
         yield client
 
 
