@@ -3,7 +3,8 @@
 For each dataset and number of labels n, 5-fold cross-validation over the dev set: each fold is scored
 once by a local model trained (classifiers/local.py, exactly as the worker trains) on n labels drawn from
 the other folds. BANKING77 also trains on 1,000 and 5,000 labels from banking77.train.jsonl and is then
-scored on the whole dev set. A document the local model answers (calibrated confidence at or above its
+scored on the whole dev set. Multi-label datasets (reuters21578_r10_modapte_test, nlupp) work the same way; an answer
+is right only if it is exactly the document's label set. A document the local model answers (calibrated confidence at or above its
 threshold) costs nothing; every other one goes to the LLM side.
 
 THE LLM SIDE IS SIMULATED: one large tier (gpt-4o prices) that is right with probability
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifiers import embeddings  # noqa: E402
-from classifiers.local import NotEnoughLabels, TrainParams, reference_cost, train  # noqa: E402
+from classifiers.local import NotEnoughLabels, TrainParams, as_label, train  # noqa: E402
+from classifiers.local_runner import reference_cost  # noqa: E402
 from classifiers.taxonomy import from_dataset_labels  # noqa: E402
 from classifiers.tokens import ApproxTokenizer, Tokenizer  # noqa: E402
 from docsort.config import GPT_4O, ModelTier  # noqa: E402
@@ -71,6 +73,11 @@ class WordPiece:
         return str(self._tok.decode(tokens))
 
 
+def truth(row: dict[str, Any]) -> Any:
+    """A row's label, or its sorted tuple of labels (a multi-label answer is right only if exact)."""
+    return as_label(row["label"] if "label" in row else row["labels"])
+
+
 def folds_of(rows: list[dict[str, Any]], seed: int = 0) -> list[np.ndarray]:
     """FOLDS disjoint index sets covering rows, in a seeded order."""
     order = np.random.default_rng(seed).permutation(len(rows))
@@ -90,8 +97,9 @@ def score(
         out["large_nano"] += price
         if p is not None and p.confidence >= model.threshold:
             out["local"] += 1
-            out["local_right"] += p.label == row["label"]
-            out["cascade_right"] += p.label == row["label"]
+            right = p.answer == truth(row)
+            out["local_right"] += right
+            out["cascade_right"] += right
         else:
             out["cascade_right"] += large_accuracy  # right with that probability, whatever the document
             out["cascade_nano"] += price
@@ -124,10 +132,11 @@ def summary(name: str, features: str, n: int, total: dict[str, Any], seconds: li
 
 def curve(name: str, features: str, args: argparse.Namespace, tokenizer: Tokenizer) -> list[dict[str, Any]]:
     """The learning curve of one dataset with one feature setting."""
-    rows = [r for r in load(f"{name}.dev") if "label" in r]
-    labels = sorted({r["label"] for r in rows})
+    rows = [r for r in load(f"{name}.dev") if "label" in r or "labels" in r]
+    multi = "labels" in rows[0]
+    labels = sorted({x for r in rows for x in (r["labels"] if multi else [r["label"]])})
     large = ModelTier(name="large", model="gpt-4o", price=GPT_4O, batch_size=8)
-    cost = reference_cost(from_dataset_labels(name, labels, multi_label=False), large, tokenizer)
+    cost = reference_cost(from_dataset_labels(name, labels, multi_label=multi), large, tokenizer)
     params = TrainParams(
         features=features,
         target_accuracy=args.target or args.large_accuracy,
@@ -151,7 +160,7 @@ def curve(name: str, features: str, args: argparse.Namespace, tokenizer: Tokeniz
                 started = time.monotonic()
                 try:
                     model = train(
-                        [rows[i]["text"] for i in picked], [rows[i]["label"] for i in picked], params, cache
+                        [rows[i]["text"] for i in picked], [truth(rows[i]) for i in picked], params, cache
                     )
                     chosen[model.features.kind] = chosen.get(model.features.kind, 0) + 1
                 except NotEnoughLabels:

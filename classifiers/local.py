@@ -2,59 +2,59 @@
 
 Training: labels are split once and for all by a hash of their text into a training part and a held-out
 slice (holdout_fraction), so a label held out from one model is held out from every later one and two
-versions can be compared on labels neither saw. Features are TF-IDF word and character n-grams, MiniLM
-sentence embeddings, or both; "auto" keeps the best by cross-validated accuracy on the training part.
-A logistic regression gives class probabilities; the top one is calibrated to P(correct) by Platt
-scaling on out-of-fold predictions.
+versions can be compared on labels neither saw. Features (classifiers/features.py) are TF-IDF n-grams,
+sentence embeddings, or both; under "auto" every kind is a candidate, embeddings at each of embed_scales
+(unit vectors x10 regularise their weights 100x less: with 77 classes and 5 labels each, unit vectors
+gave near-flat probabilities). Each candidate is trained, calibrated and given its threshold, and the one
+that answers the largest share of the out-of-fold and held-out labels wins (then the more accurate).
+In single-label taxonomies each class's name is one more training example (a prior that matters when
+labels per class are few: docs/benchmarks.md).
 
-Threshold rule: the out-of-fold and held-out predictions (none from a model that saw the label) are
-sorted by calibrated confidence; the threshold is the lowest confidence at which the answers at or
-above it are right with a Wilson lower bound (z=1) of at least target_accuracy, over at least
-min_support answers. Where no confidence qualifies, the model answers nothing (threshold NEVER).
+Single-label taxonomies get a multinomial logistic regression, multi-label ones one binary regression per
+label (classifiers/linear.py says how each answers). Either way an answer is right only if it is exactly
+the true label (or label set); its raw confidence is calibrated to that by Platt scaling on out-of-fold
+answers, and the threshold follows classifiers/selective.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix, hstack
+from scipy.sparse import csr_matrix, vstack
 
-from classifiers import calibration, embeddings
+from classifiers import calibration, embeddings, linear
 from classifiers.calibration import Calibrator
-from classifiers.cascade import AttemptRecord, Decision, Verdict
-from classifiers.costs import Usage, cost_nanousd
-from classifiers.packing import DocIn, system_prompt
-from classifiers.taxonomy import Taxonomy
-from classifiers.tokens import Tokenizer, truncate
-from docsort.config import LocalSettings, ModelTier
+from classifiers.features import FEATURES, Features
+from classifiers.linear import Label, Linear, as_label, decide, fit_multi, fit_single
+from classifiers.selective import NEVER, choose_threshold, wilson_lower
+from docsort.config import LocalSettings
 
+__all__ = [
+    "NEVER",
+    "Features",
+    "Label",
+    "LocalClassifier",
+    "as_label",
+    "choose_threshold",
+    "train",
+    "wilson_lower",
+]
 log = logging.getLogger("docsort.local")
-NEVER = 1.000001  # above any calibrated confidence: a model with this threshold answers nothing
-FEATURES = ("tfidf", "embeddings", "tfidf+embeddings")
-FRAMING_TOKENS = 24  # a document's fence lines and its share of the request's wording
-ANSWER_TOKENS = 16  # {"ref": n, "label": "..."} for one document
 
 
 class NotEnoughLabels(ValueError):
     """Too few labels (or classes) on the training side to fit a classifier."""
-
-
-class Runner(Protocol):
-    """What a tier offers the worker: documents in, one decision each out."""
-
-    def run(self, docs: list[DocIn]) -> list[Decision]: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class TrainParams:
     min_support: int = 10
     folds: int = 5
     c: float = 10.0
+    embed_scales: tuple[float, ...] = (1.0, 10.0)  # embeddings at each scale: one candidate each
+    label_prior: bool = (
+        True  # single-label: each class's name ("card_arrival" -> "card arrival") as an example
+    )
     embed_backend: str = "onnx"
     embed_max_tokens: int = 128
     seed: int = 0
@@ -86,11 +90,17 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top label, its probability and that probability calibrated to P(correct)."""
+    """The answer (a label, or labels for a multi-label model), its raw and calibrated confidence."""
 
-    label: str
+    label: str | None
     raw: float
     confidence: float
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def answer(self) -> Label:
+        """What is compared with a true label: the label, or the sorted tuple of labels."""
+        return self.labels if self.labels is not None else str(self.label)
 
 
 def in_holdout(text: str, fraction: float) -> bool:
@@ -108,53 +118,9 @@ def candidates(params: TrainParams) -> list[str]:
     return ["tfidf"]
 
 
-@dataclass
-class Features:
-    """A fitted feature map; embeddings are computed once per text through a shared cache."""
-
-    kind: str
-    embed_backend: str = "onnx"
-    embed_max_tokens: int = 128
-    vectorizer: Any = None
-
-    def fit(self, texts: Sequence[str]) -> Features:
-        """Learn the n-gram vocabulary (embeddings need no fitting)."""
-        if "tfidf" in self.kind:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-            from sklearn.pipeline import FeatureUnion
-
-            self.vectorizer = FeatureUnion(
-                [
-                    ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=50_000)),
-                    (
-                        "char",
-                        TfidfVectorizer(
-                            analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, max_features=100_000
-                        ),
-                    ),
-                ]
-            ).fit(texts)
-            for _, step in self.vectorizer.transformer_list:
-                if hasattr(step, "stop_words_"):
-                    step.stop_words_ = None  # pruned terms, only for introspection; big when pickled
-        return self
-
-    def transform(self, texts: Sequence[str], cache: dict[str, np.ndarray] | None = None) -> csr_matrix:
-        """One row of features per text."""
-        blocks = []
-        if "tfidf" in self.kind:
-            blocks.append(self.vectorizer.transform(texts))
-        if "embeddings" in self.kind:
-            blocks.append(csr_matrix(self.embed(texts, {} if cache is None else cache)))
-        return hstack(blocks).tocsr() if len(blocks) > 1 else csr_matrix(blocks[0])
-
-    def embed(self, texts: Sequence[str], cache: dict[str, np.ndarray]) -> np.ndarray:
-        """Sentence embeddings of texts, computing only those not in cache."""
-        missing = list(dict.fromkeys(t for t in texts if t not in cache))
-        if missing:
-            vectors = embeddings.get_embedder(self.embed_backend, self.embed_max_tokens).embed(missing)
-            cache.update(zip(missing, vectors, strict=True))
-        return np.vstack([cache[t] for t in texts]) if texts else np.zeros((0, embeddings.DIM))
+def label_text(label: str) -> str:
+    """A label's name as a text to learn from ("card_arrival" -> "card arrival")."""
+    return label.replace("_", " ").strip() or label
 
 
 @dataclass
@@ -173,51 +139,52 @@ class LocalClassifier:
     calibrator: Calibrator
     threshold: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    multi_label: bool = False
 
     @classmethod
-    def from_folds(cls, features: Features, models: list[Any], calibrator: Calibrator) -> LocalClassifier:
-        """Average the folds' logits class by class (a class a fold never saw: over the others)."""
-        classes = sorted({str(c) for m in models for c in m.classes_})
+    def from_folds(
+        cls, features: Features, folds: list[Linear], calibrator: Calibrator, multi_label: bool = False
+    ) -> LocalClassifier:
+        """Average the folds' weights class by class (a class a fold never saw: over the others)."""
+        classes = sorted({c for layer in folds for c in layer.classes})
         row = {c: i for i, c in enumerate(classes)}
-        coef = np.zeros((len(classes), models[0].coef_.shape[1]))
+        coef = np.zeros((len(classes), folds[0].coef.shape[1]))
         intercept = np.zeros(len(classes))
         seen = np.zeros(len(classes))
-        for model in models:
-            index = [row[str(c)] for c in model.classes_]
-            weights, bias = model.coef_, model.intercept_
-            if len(index) == 2 and weights.shape[0] == 1:  # binary: one logit, as two symmetric ones
-                weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-            coef[index] += weights
-            intercept[index] += bias
+        for layer in folds:
+            index = [row[c] for c in layer.classes]
+            coef[index] += layer.coef
+            intercept[index] += layer.intercept
             seen[index] += 1
         coef /= np.maximum(seen, 1)[:, None]
         intercept /= np.maximum(seen, 1)
-        return cls(features, classes, coef.astype(np.float32), intercept, calibrator, NEVER)
+        return cls(features, classes, coef.astype(np.float32), intercept, calibrator, NEVER, {}, multi_label)
 
     def proba(self, x: csr_matrix) -> np.ndarray:
-        """Class probabilities: the softmax of the averaged logits."""
-        logits = np.asarray(x @ self.coef.T) + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+        """Class probabilities, or label probabilities for a multi-label model."""
+        return linear.proba(Linear(self.classes, self.coef, self.intercept), x, self.multi_label)
 
     def predict(self, texts: Sequence[str], cache: dict[str, np.ndarray] | None = None) -> list[Prediction]:
-        """The top label of each text with its raw and calibrated confidence."""
+        """The answer for each text with its raw and calibrated confidence."""
         if not texts:
             return []
-        proba = self.proba(self.features.transform(texts, cache))
-        top = proba.argmax(axis=1)
-        raws = proba[np.arange(len(texts)), top]
+        probabilities = self.proba(self.features.transform(texts, cache))
+        answers, raws = decide(probabilities, self.classes, self.multi_label)
         return [
-            Prediction(self.classes[i], float(raw), self.calibrator(float(raw)))
-            for i, raw in zip(top, raws, strict=True)
+            Prediction(
+                None if isinstance(a, tuple) else a,
+                float(raw),
+                self.calibrator(float(raw)),
+                a if isinstance(a, tuple) else None,
+            )
+            for a, raw in zip(answers, raws, strict=True)
         ]
 
-    def accuracy(self, texts: Sequence[str], labels: Sequence[str]) -> float:
-        """Share of texts whose top label is the given one."""
+    def accuracy(self, texts: Sequence[str], labels: Sequence[Label]) -> float:
+        """Share of texts whose answer is exactly the given label (or label set)."""
         if not texts:
             return 0.0
-        return float(np.mean([p.label == y for p, y in zip(self.predict(texts), labels, strict=True)]))
+        return float(np.mean([p.answer == y for p, y in zip(self.predict(texts), labels, strict=True)]))
 
     def save(self, path: Path) -> None:
         """Write to path atomically (a worker may be loading the previous file)."""
@@ -239,184 +206,148 @@ class LocalClassifier:
         return model
 
 
-def wilson_lower(hits: float, n: int, z: float = 1.0) -> float:
-    """Lower end of the Wilson score interval for hits right out of n."""
-    if n == 0:
-        return 0.0
-    p = hits / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+def _cross_fit(
+    x: csr_matrix,
+    y: np.ndarray,
+    params: TrainParams,
+    multi_label: bool,
+    prior: tuple[csr_matrix, np.ndarray] | None = None,
+) -> tuple[list[Linear], np.ndarray, np.ndarray]:
+    """One layer per fold, and each label's raw confidence and correctness from the layer without it.
 
-
-def choose_threshold(
-    confidence: Sequence[float], correct: Sequence[bool], target: float, min_support: int, z: float = 1.0
-) -> float:
-    """The lowest confidence whose answers at or above it reach target (Wilson bound); else NEVER."""
-    conf = np.asarray(confidence, dtype=float)
-    ok = np.asarray(correct, dtype=bool)
-    order = np.argsort(-conf, kind="stable")
-    conf, hits = conf[order], np.cumsum(ok[order])
-    best = NEVER
-    for k in range(max(min_support, 1), len(conf) + 1):
-        if k < len(conf) and conf[k - 1] == conf[k]:
-            continue  # a threshold cannot split equal confidences
-        if wilson_lower(float(hits[k - 1]), k, z) >= target:
-            best = float(conf[k - 1])
-    return best
-
-
-def _cross_fit(x: csr_matrix, y: np.ndarray, params: TrainParams) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """One model per fold, and each label's top probability and correctness from the model without it."""
+    prior: extra examples (the label names) on every fold's training side; never scored.
+    """
     from sklearn.model_selection import KFold, StratifiedKFold
 
     folds = max(2, min(params.folds, len(y)))
     raw = np.full(len(y), np.nan)
     correct = np.zeros(len(y), dtype=bool)
-    stratify = max(Counter(y.tolist()).values()) >= folds
+    stratify = not multi_label and max(Counter(y.tolist()).values()) >= folds
     splitter = (
         StratifiedKFold(folds, shuffle=True, random_state=params.seed)
         if stratify
         else KFold(folds, shuffle=True, random_state=params.seed)
     )
-    models = []
+    names = sorted({name for labels in y for name in labels}) if multi_label else []
+    layers = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rare classes: fewer members than folds is expected here
         for fit_idx, test_idx in splitter.split(x, y if stratify else None):
-            if len(set(y[fit_idx].tolist())) < 2:
+            fit_x, fit_y = x[fit_idx], y[fit_idx]
+            if prior is not None:
+                fit_x, fit_y = vstack([fit_x, prior[0]]).tocsr(), np.concatenate([fit_y, prior[1]])
+            if multi_label:
+                layer = fit_multi(fit_x, fit_y, names, params.c)
+            elif len(set(fit_y.tolist())) >= 2:
+                layer = fit_single(fit_x, fit_y, params.c)
+            else:
                 continue
-            model = _logistic(params).fit(x[fit_idx], y[fit_idx])
-            proba = model.predict_proba(x[test_idx])
-            top = proba.argmax(axis=1)
-            raw[test_idx] = proba[np.arange(len(test_idx)), top]
-            correct[test_idx] = model.classes_[top] == y[test_idx]
-            models.append(model)
+            answers, raws = decide(linear.proba(layer, x[test_idx], multi_label), layer.classes, multi_label)
+            raw[test_idx] = raws
+            correct[test_idx] = [a == t for a, t in zip(answers, y[test_idx], strict=True)]
+            layers.append(layer)
     seen = ~np.isnan(raw)
-    return models, raw[seen], correct[seen]
+    return layers, raw[seen], correct[seen]
 
 
-def _logistic(params: TrainParams) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=params.c, max_iter=3000)
+def _calibrated(
+    features: Features,
+    layers: list[Linear],
+    raw: np.ndarray,
+    correct: np.ndarray,
+    hold_t: list[str],
+    hold_y: list[Label],
+    params: TrainParams,
+    cache: dict[str, np.ndarray],
+    multi_label: bool,
+) -> tuple[LocalClassifier, list[Prediction], list[bool]]:
+    """One candidate's deployed model with its calibrator and threshold, and its held-out answers."""
+    calibrator = calibration.fit(raw.tolist(), correct.tolist(), method="platt")
+    model = LocalClassifier.from_folds(features, layers, calibrator, multi_label)
+    held = model.predict(hold_t, cache)
+    held_ok = [p.answer == t for p, t in zip(held, hold_y, strict=True)]
+    pooled_conf = [calibrator(float(r)) for r in raw] + [p.confidence for p in held]
+    pooled_ok = correct.tolist() + held_ok
+    model.threshold = choose_threshold(pooled_conf, pooled_ok, params.target_accuracy, params.min_support)
+    model.metrics = {"pooled_coverage": float(np.mean(np.asarray(pooled_conf) >= model.threshold))}
+    return model, held, held_ok
 
 
 def train(
     texts: Sequence[str],
-    labels: Sequence[str],
+    labels: Sequence[str | Sequence[str]],
     params: TrainParams,
     cache: dict[str, np.ndarray] | None = None,
 ) -> LocalClassifier:
-    """Fit, calibrate and score a model on labelled texts (later duplicates of a text win)."""
+    """Fit, calibrate and score a model on labelled texts (later duplicates of a text win).
+
+    A label is a string, or for a multi-label taxonomy a list of labels; all must be of one kind.
+    """
     from threadpoolctl import threadpool_limits
 
     started = time.monotonic()
-    latest = dict(zip(texts, labels, strict=True))
+    latest = {t: as_label(y) for t, y in zip(texts, labels, strict=True)}
+    kinds = {type(y) for y in latest.values()}
+    if len(kinds) > 1:
+        raise ValueError("labels mix single labels and label lists")
+    multi_label = kinds == {tuple}
     fit_t = [t for t in latest if not in_holdout(t, params.holdout_fraction)]
     hold_t = [t for t in latest if in_holdout(t, params.holdout_fraction)]
-    y = np.asarray([latest[t] for t in fit_t], dtype=object)
+    y = np.empty(len(fit_t), dtype=object)
+    y[:] = [latest[t] for t in fit_t]  # element by element: tuples would otherwise make a 2-D array
     hold_y = [latest[t] for t in hold_t]
-    if len(fit_t) < 2 or len(set(y.tolist())) < 2:
-        raise NotEnoughLabels(f"{len(fit_t)} training labels in {len(set(y.tolist()))} classes")
+    names = {n for a in y for n in a} if multi_label else set(y.tolist())
+    if len(fit_t) < 2 or len(names) < 2:
+        raise NotEnoughLabels(f"{len(fit_t)} training labels in {len(names)} classes")
     cache = {} if cache is None else cache  # text -> embedding, shared by every candidate
-    tried: dict[str, float] = {}
-    best: tuple[Features, list[Any], np.ndarray, np.ndarray] | None = None
+    prior_labels = sorted(names) if params.label_prior and not multi_label else []
+    prior_y = np.asarray(prior_labels, dtype=object)
+    accuracy: dict[str, float] = {}
+    coverage: dict[str, float] = {}
+    best: tuple[LocalClassifier, list[Prediction], list[bool]] | None = None
     # One BLAS thread: L-BFGS's small vector steps ran 10x slower with two on a busy 2-core machine.
     with threadpool_limits(1, user_api="blas"):
         for kind in candidates(params):
-            features = Features(kind, params.embed_backend, params.embed_max_tokens).fit(fit_t)
-            models, raw, correct = _cross_fit(features.transform(fit_t, cache), y, params)
-            tried[kind] = float(correct.mean()) if len(correct) else 0.0
-            if best is None or tried[kind] > tried[best[0].kind]:  # ties keep the cheaper, earlier kind
-                best = (features, models, raw, correct)
+            fitted = Features(kind, params.embed_backend, params.embed_max_tokens).fit(fit_t)
+            for scale in params.embed_scales if "embeddings" in kind else (1.0,):
+                features = replace(fitted, embed_scale=scale)
+                x = features.transform(fit_t, cache)
+                prior = None
+                if prior_labels:
+                    prior = (features.transform([label_text(c) for c in prior_labels], cache), prior_y)
+                layers, raw, correct = _cross_fit(x, y, params, multi_label, prior)
+                model, held, held_ok = _calibrated(
+                    features, layers, raw, correct, hold_t, hold_y, params, cache, multi_label
+                )
+                accuracy[features.name] = float(correct.mean()) if len(correct) else 0.0
+                coverage[features.name] = model.metrics["pooled_coverage"]
+                # The most answered under the threshold rule, then the most accurate; ties: the earlier.
+                if best is None or (coverage[features.name], accuracy[features.name]) > (
+                    coverage[best[0].features.name],
+                    accuracy[best[0].features.name],
+                ):
+                    best = (model, held, held_ok)
     assert best is not None
-    features, models, raw, correct = best
-    calibrator = calibration.fit(raw.tolist(), correct.tolist(), method="platt")
-    model = LocalClassifier.from_folds(features, models, calibrator)
-    held = model.predict(hold_t, cache)
-    held_ok = [p.label == t for p, t in zip(held, hold_y, strict=True)]
-    pooled_conf = [calibrator(float(r)) for r in raw] + [p.confidence for p in held]
-    pooled_ok = correct.tolist() + held_ok
-    model.threshold = choose_threshold(pooled_conf, pooled_ok, params.target_accuracy, params.min_support)
+    model, held, held_ok = best
+    features = model.features
     answered = [ok for p, ok in zip(held, held_ok, strict=True) if p.confidence >= model.threshold]
     model.metrics = {
         "features": features.kind,
-        "candidates": tried,
+        "embed_scale": features.embed_scale,
+        "candidates": accuracy,
+        "candidate_coverage": coverage,
+        "label_prior": bool(prior_labels),
+        "multi_label": multi_label,
         "n_train": len(fit_t),
         "n_holdout": len(hold_t),
         "holdout_fraction": params.holdout_fraction,
         "classes": model.classes,
-        "oof_accuracy": tried[features.kind],
+        "oof_accuracy": accuracy[features.name],
         "holdout_accuracy": float(np.mean(held_ok)) if held_ok else None,
         "holdout_coverage": len(answered) / len(held) if held else None,
         "holdout_answered_accuracy": float(np.mean(answered)) if answered else None,
-        "pooled_coverage": float(np.mean(np.asarray(pooled_conf) >= model.threshold)),
+        "pooled_coverage": coverage[features.name],
         "target_accuracy": params.target_accuracy,
         "train_seconds": round(time.monotonic() - started, 3),
     }
     return model
-
-
-def reference_cost(taxonomy: Taxonomy, tier: ModelTier, tokenizer: Tokenizer) -> Callable[[str], int]:
-    """What sending a text to tier would cost (nano-USD): its tokens, its share of the prompt, an answer."""
-    shared = len(tokenizer.encode(system_prompt(taxonomy))) // tier.batch_size + FRAMING_TOKENS
-
-    def cost(text: str) -> int:
-        _, count = truncate(text, tokenizer, tier.doc_token_budget)
-        usage = Usage(input_tokens=count + shared, output_tokens=ANSWER_TOKENS)
-        return cost_nanousd(usage, tier.price)
-
-    return cost
-
-
-@dataclass
-class LocalRunner:
-    """The local tier's pass: answer where the model is sure enough, else hand on; never costs."""
-
-    taxonomy: Taxonomy
-    tier: ModelTier
-    model: LocalClassifier | None = None
-    model_name: str = "local"
-    is_last: bool = False
-    reference: Callable[[str], int] | None = None
-
-    def run(self, docs: list[DocIn]) -> list[Decision]:
-        """One decision per document; untrained or multi-label, every document goes on unrecorded."""
-        unsure: Verdict = "review" if self.is_last else "escalate"
-        if self.model is None or self.taxonomy.multi_label:
-            # No attempt is recorded: an answerless zero-cost row would only skew the cost baseline.
-            why = "multi-label taxonomy" if self.taxonomy.multi_label else "no trained model yet"
-            return [Decision(doc_id=d.id, verdict=unsure, reason=f"local tier: {why}") for d in docs]
-        started = time.monotonic()
-        try:
-            predictions = self.model.predict([d.text for d in docs])
-        except Exception as exc:  # the free tier must never hold the cascade up: hand everything on
-            log.exception("local model failed; passing the batch on")
-            return [Decision(doc_id=d.id, verdict=unsure, reason=f"local tier: {exc}"[:300]) for d in docs]
-        latency_ms = int((time.monotonic() - started) * 1000)
-        request_id = f"local-{uuid.uuid4().hex[:16]}"
-        threshold = max(self.model.threshold, self.tier.threshold)  # the tier may be stricter, never looser
-        known = set(self.taxonomy.label_names)
-        decisions = []
-        for doc, p in zip(docs, predictions, strict=True):
-            sure = p.confidence >= threshold and p.label in known
-            attempt = AttemptRecord(
-                doc_id=doc.id,
-                tier=self.tier.name,
-                model=self.model_name,
-                request_id=request_id,
-                usage=Usage(),
-                cost_nanousd=0,
-                reference_nanousd=self.reference(doc.text) if self.reference else 0,
-                latency_ms=latency_ms,
-                outcome="accepted" if sure else ("review" if self.is_last else "escalated"),
-                label=p.label,
-                confidence=p.confidence,
-                raw_confidence=p.raw,
-                confidence_method="local_proba",
-            )
-            verdict: Verdict = "accept" if sure else unsure
-            decisions.append(
-                Decision(doc.id, verdict, label=p.label, confidence=p.confidence, attempts=[attempt])
-            )
-        return decisions

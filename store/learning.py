@@ -17,7 +17,15 @@ from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, col, select
 
 from classifiers.cascade import Decision
-from classifiers.local import LocalClassifier, NotEnoughLabels, TrainParams, in_holdout, train
+from classifiers.local import (
+    Label,
+    LocalClassifier,
+    NotEnoughLabels,
+    TrainParams,
+    as_label,
+    in_holdout,
+    train,
+)
 from classifiers.taxonomy import Taxonomy
 from docsort.config import Settings
 from docsort.errors import Conflict, InvalidInput
@@ -133,11 +141,15 @@ def review(*, session: Session, document_id: int, label: str | None, labels: lis
     return doc
 
 
-def training_set(*, session: Session, taxonomy: Taxonomy, limit: int) -> tuple[list[str], list[str], int]:
-    """The newest labelled texts whose label the taxonomy has, people's last, and the newest example id."""
+def training_set(*, session: Session, taxonomy: Taxonomy, limit: int) -> tuple[list[str], list[Label], int]:
+    """The newest labelled texts whose labels the taxonomy has, people's last, and the newest example id.
+
+    A label is a string, or for a multi-label taxonomy the sorted tuple of its labels.
+    """
+    column: Any = col(Example.labels) if taxonomy.multi_label else col(Example.label)
     query = (
-        select(Example.id, Example.text, Example.label, Example.origin)
-        .where(Example.taxonomy == taxonomy.name, col(Example.label).is_not(None))
+        select(Example.id, Example.text, column, Example.origin)
+        .where(Example.taxonomy == taxonomy.name, column.is_not(None))
         .order_by(col(Example.id).desc())
         .limit(limit)
     )
@@ -145,9 +157,13 @@ def training_set(*, session: Session, taxonomy: Taxonomy, limit: int) -> tuple[l
     known = set(taxonomy.label_names)
     # Ordered so that a later row wins for the same text: models first, then people, each oldest first.
     rows.sort(key=lambda r: (r[3] in PEOPLE, r[0]))
-    kept = [(text, label) for _, text, label, _ in rows if label in known]
+    kept: list[tuple[str, Label]] = []
+    for _, text, value, _ in rows:
+        answer = as_label(value)
+        if set([answer] if isinstance(answer, str) else answer) <= known:  # () is "none applies"
+            kept.append((text, answer))
     newest = max((r[0] or 0 for r in rows), default=0)
-    return [t for t, _ in kept], [str(y) for _, y in kept], int(newest or 0)
+    return [t for t, _ in kept], [y for _, y in kept], int(newest or 0)
 
 
 def versions(*, session: Session, taxonomy: str) -> list[LocalModel]:
@@ -237,7 +253,7 @@ def _at_least_as_good(
     candidate: LocalClassifier,
     incumbent: LocalModel | None,
     texts: list[str],
-    labels: list[str],
+    labels: list[Label],
     params: TrainParams,
 ) -> tuple[bool, dict[str, Any]]:
     """Whether the candidate scores at least the incumbent's accuracy on labels neither trained on."""

@@ -21,20 +21,22 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from api.main import create_app
 from classifiers import embeddings
+from classifiers.linear import decide
 from classifiers.local import (
     NEVER,
     LocalClassifier,
-    LocalRunner,
     TrainParams,
     choose_threshold,
     in_holdout,
     train,
 )
+from classifiers.local_runner import LocalRunner
 from classifiers.packing import DocIn
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
 from docsort.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settings, TaxonomySpec, local_tier
@@ -154,9 +156,12 @@ def test_int8_onnx_embeddings_match_the_original_and_auto_measures_every_feature
     data = rows("ag_news_test", 160)
     params = TrainParams(features="auto", target_accuracy=0.85, min_support=5)
     model = train([r["text"] for r in data], [r["label"] for r in data], params)
-    tried = model.metrics["candidates"]
-    assert set(tried) == {"tfidf", "embeddings", "tfidf+embeddings"}
-    assert model.features.kind == max(tried, key=lambda k: tried[k])
+    tried, covered = model.metrics["candidates"], model.metrics["candidate_coverage"]
+    kinds = {"tfidf", "embeddings", "tfidf+embeddings", "embeddings@x10", "tfidf+embeddings@x10"}
+    assert set(tried) == set(covered) == kinds
+    # The candidate that answers most under the threshold rule wins, then the more accurate one.
+    assert model.features.name == max(kinds, key=lambda k: (covered[k], tried[k]))
+    assert model.metrics["pooled_coverage"] == covered[model.features.name] > 0
     assert tried["embeddings"] > tried["tfidf"]  # with few labels, embeddings win (docs/benchmarks.md)
 
 
@@ -187,22 +192,110 @@ def test_a_local_tier_costs_nothing() -> None:
         ModelTier(name="local", kind="local", price=GPT_4O)
 
 
+def store(tmp_path: Path, database_url: str, local: LocalSettings) -> tuple[Engine, Settings]:
+    """A migrated database and settings with the local tier first and two fake LLM tiers after it."""
+    migrate(database_url)
+    models = [local_tier(), *fake_tiers()]
+    return make_engine(database_url), Settings(
+        data_dir=tmp_path, database_url=database_url, models=models, local=local
+    )
+
+
+# --- multi-label taxonomies ---------------------------------------------------------------------
+
+
+def sets_of(data: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [tuple(sorted(r["labels"])) for r in data]
+
+
+def test_a_multi_label_answer_is_the_likeliest_label_set_and_its_probability() -> None:
+    proba = np.array([[0.9, 0.7, 0.1], [0.2, 0.1, 0.3], [0.4, 0.6, 0.5]])
+    answers, raw = decide(proba, ["a", "b", "c"], multi_label=True)
+    assert answers == [("a", "b"), (), ("b", "c")]  # every label at 0.5 or more; possibly none
+    assert np.allclose(raw, [0.9 * 0.7 * 0.9, 0.8 * 0.9 * 0.7, 0.6 * 0.6 * 0.5])
+    answers, raw = decide(proba, ["a", "b", "c"], multi_label=False)
+    assert answers == ["a", "c", "b"] and np.allclose(raw, [0.9, 0.3, 0.6])
+
+
+@pytest.fixture(scope="module")
+def reuters() -> tuple[LocalClassifier, list[dict[str, Any]]]:
+    """A TF-IDF model on 300 Reuters (10 topics, multi-label) label sets, and the rows it never saw."""
+    data = rows("reuters21578_r10_modapte_test")
+    model = train([r["text"] for r in data[:300]], [r["labels"] for r in data[:300]], FAST)
+    return model, data[300:]
+
+
+def test_a_multi_label_model_answers_exact_label_sets_at_the_accuracy_it_promised(
+    reuters: tuple[LocalClassifier, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    model, unseen = reuters
+    assert model.multi_label and model.metrics["multi_label"] and 0 < model.threshold < 1
+    predictions = model.predict([r["text"] for r in unseen])
+    assert all(p.label is None and isinstance(p.labels, tuple) for p in predictions)
+    truth = sets_of(unseen)
+    answered = [
+        p.labels == t for p, t in zip(predictions, truth, strict=True) if p.confidence >= model.threshold
+    ]
+    assert len(answered) / len(unseen) > 0.3
+    assert sum(answered) / len(answered) >= 0.85 - 0.05  # exact sets, at the accuracy it promised
+    model.save(tmp_path / "m.joblib")
+    again = LocalClassifier.load(tmp_path / "m.joblib")
+    assert [p.labels for p in again.predict([r["text"] for r in unseen[:20]])] == [
+        p.labels for p in predictions[:20]
+    ]
+    # The runner answers a multi-label taxonomy with label lists; a taxonomy of the other kind never.
+    names = sorted(model.classes)
+    multi = from_dataset_labels("topics", names, multi_label=True)
+    docs = [DocIn(i, r["text"]) for i, r in enumerate(unseen[:40])]
+    decisions = LocalRunner(taxonomy=multi, tier=local_tier(), model=model).run(docs)
+    accepted = [d for d in decisions if d.verdict == "accept"]
+    assert accepted and all(d.label is None and d.labels is not None for d in accepted)
+    assert all(d.attempts[0].labels == d.labels for d in decisions)
+    single = from_dataset_labels("topics", names, multi_label=False)
+    assert {d.verdict for d in LocalRunner(taxonomy=single, tier=local_tier(), model=model).run(docs)} == {
+        "escalate"
+    }
+
+
+def test_multi_label_examples_train_a_version_that_answers_with_label_sets(
+    tmp_path: Path, database_url: str
+) -> None:
+    from worker.learning import build_local_runner
+
+    engine, settings = store(
+        tmp_path, database_url, LocalSettings(features="tfidf", min_support=5, target_accuracy=0.85)
+    )
+    data = rows("reuters21578_r10_modapte_test", seed=2)
+    tax = from_dataset_labels("reuters", sorted({x for r in data for x in r["labels"]}), multi_label=True)
+    items = [{"text": r["text"], "labels": r["labels"]} for r in data[:300]]
+    with session_scope(engine) as session:
+        crud.put_taxonomy(session=session, spec=tax)
+        learning.add_examples(session=session, taxonomy=tax, items=items)
+        learning.add_examples(session=session, taxonomy=tax, items=[{"text": "Lunch menu", "labels": []}])
+        texts, labels, _ = learning.training_set(session=session, taxonomy=tax, limit=1000)
+    assert len(texts) == 301 and all(isinstance(y, tuple) for y in labels)
+    assert labels[texts.index("Lunch menu")] == ()  # "none applies" is a label set too
+    row = learning.train_version(engine=engine, settings=settings, taxonomy=tax)
+    assert row.active and row.metrics["multi_label"] and row.metrics["holdout_accuracy"] > 0.5
+    runner = build_local_runner(settings, tax, "local", row)
+    unseen = data[300:]
+    decisions = runner.run([DocIn(i, r["text"]) for i, r in enumerate(unseen)])
+    truth = sets_of(unseen)
+    right = [tuple(d.labels or ()) == truth[d.doc_id] for d in decisions if d.verdict == "accept"]
+    assert len(right) > len(unseen) * 0.3 and sum(right) / len(right) >= 0.85 - 0.05
+    engine.dispose()
+
+
 # --- versions and the replacement rule ---------------------------------------------------------
 
 
 def test_versions_are_stored_and_a_worse_model_does_not_replace_a_better_one(
     tmp_path: Path, database_url: str
 ) -> None:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=database_url,
-        models=[local_tier(), *fake_tiers()],
-        local=LocalSettings(
-            features="tfidf", min_examples=60, retrain_every=50, min_support=5, target_accuracy=0.85
-        ),
+    local = LocalSettings(
+        features="tfidf", min_examples=60, retrain_every=50, min_support=5, target_accuracy=0.85
     )
+    engine, settings = store(tmp_path, database_url, local)
     data = rows("bbc_news")
     tax = taxonomy_of(data, "bbc")
     with session_scope(engine) as session:

@@ -13,7 +13,8 @@ import redis
 from celery import Celery
 
 from classifiers import embeddings
-from classifiers.local import LocalClassifier, LocalRunner, reference_cost
+from classifiers.local import LocalClassifier
+from classifiers.local_runner import LocalRunner, reference_cost
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import get_tokenizer
 from docsort.config import Settings

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from classifiers.calibration import Calibrator
 from classifiers.cascade import TierRunner
-from classifiers.local import Runner
+from classifiers.local_runner import Runner
 from classifiers.providers import get_model
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import get_tokenizer

@@ -1,0 +1,102 @@
+"""The local tier in the cascade: a trained model's answers as decisions, and what they saved."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from classifiers.cascade import AttemptRecord, Decision, Verdict
+from classifiers.costs import Usage, cost_nanousd
+from classifiers.local import LocalClassifier
+from classifiers.packing import DocIn, system_prompt
+from classifiers.taxonomy import Taxonomy
+from classifiers.tokens import Tokenizer, truncate
+from docsort.config import ModelTier
+
+log = logging.getLogger("docsort.local")
+FRAMING_TOKENS = 24  # a document's fence lines and its share of the request's wording
+ANSWER_TOKENS = 16  # {"ref": n, "label": "..."} for one document
+
+
+class Runner(Protocol):
+    """What a tier offers the worker: documents in, one decision each out."""
+
+    def run(self, docs: list[DocIn]) -> list[Decision]: ...
+
+
+def reference_cost(taxonomy: Taxonomy, tier: ModelTier, tokenizer: Tokenizer) -> Callable[[str], int]:
+    """What sending a text to tier would cost (nano-USD): its tokens, its share of the prompt, an answer."""
+    shared = len(tokenizer.encode(system_prompt(taxonomy))) // tier.batch_size + FRAMING_TOKENS
+
+    def cost(text: str) -> int:
+        _, count = truncate(text, tokenizer, tier.doc_token_budget)
+        usage = Usage(input_tokens=count + shared, output_tokens=ANSWER_TOKENS)
+        return cost_nanousd(usage, tier.price)
+
+    return cost
+
+
+@dataclass
+class LocalRunner:
+    """The local tier's pass: answer where the model is sure enough, else hand on; never costs."""
+
+    taxonomy: Taxonomy
+    tier: ModelTier
+    model: LocalClassifier | None = None
+    model_name: str = "local"
+    is_last: bool = False
+    reference: Callable[[str], int] | None = None
+
+    def run(self, docs: list[DocIn]) -> list[Decision]:
+        """One decision per document; untrained, every document goes on unrecorded."""
+        unsure: Verdict = "review" if self.is_last else "escalate"
+        if self.model is None:
+            # No attempt is recorded: an answerless zero-cost row would only skew the cost baseline.
+            return [
+                Decision(doc_id=d.id, verdict=unsure, reason="local tier: no trained model yet") for d in docs
+            ]
+        started = time.monotonic()
+        try:
+            predictions = self.model.predict([d.text for d in docs])
+        except Exception as exc:  # the free tier must never hold the cascade up: hand everything on
+            log.exception("local model failed; passing the batch on")
+            return [Decision(doc_id=d.id, verdict=unsure, reason=f"local tier: {exc}"[:300]) for d in docs]
+        latency_ms = int((time.monotonic() - started) * 1000)
+        request_id = f"local-{uuid.uuid4().hex[:16]}"
+        threshold = max(self.model.threshold, self.tier.threshold)  # the tier may be stricter, never looser
+        known = set(self.taxonomy.label_names)
+        multi = self.taxonomy.multi_label
+        decisions = []
+        for doc, p in zip(docs, predictions, strict=True):
+            # A model of the other cardinality (the taxonomy changed kind) is never sure.
+            names = list(p.labels) if p.labels is not None else [str(p.label)]
+            fits = (p.labels is not None) == multi and set(names) <= known
+            sure = p.confidence >= threshold and fits
+            label, labels = (None, names) if multi else (p.label, None)
+            attempt = AttemptRecord(
+                doc_id=doc.id,
+                tier=self.tier.name,
+                model=self.model_name,
+                request_id=request_id,
+                usage=Usage(),
+                cost_nanousd=0,
+                reference_nanousd=self.reference(doc.text) if self.reference else 0,
+                latency_ms=latency_ms,
+                outcome="accepted" if sure else ("review" if self.is_last else "escalated"),
+                label=label,
+                labels=labels,
+                confidence=p.confidence,
+                raw_confidence=p.raw,
+                confidence_method="local_proba",
+            )
+            verdict: Verdict = "accept" if sure else unsure
+            decisions.append(
+                Decision(
+                    doc.id, verdict, label=label, labels=labels, confidence=p.confidence, attempts=[attempt]
+                )
+            )
+        return decisions
