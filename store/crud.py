@@ -23,6 +23,7 @@ from store.models import (
     Calibration,
     Document,
     DocumentCreate,
+    ImportItem,
     Status,
     Taxonomy,
     utcnow,
@@ -211,8 +212,10 @@ def list_documents(
         query = query.where(Document.label == label)
     if taxonomy:
         query = query.where(Document.taxonomy == taxonomy)
-    if import_id is not None:
-        query = query.where(Document.import_id == import_id)
+    if import_id is not None:  # every document the import listed, not only those it stored first
+        query = query.join(ImportItem, col(ImportItem.document_id) == col(Document.id)).where(
+            col(ImportItem.import_id) == import_id
+        )
     if after is not None:
         query = query.where(col(Document.id) > after)
     return list(session.exec(query.order_by(col(Document.id)).limit(limit)))

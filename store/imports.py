@@ -22,6 +22,7 @@ from store.models import (
     Attempt,
     Document,
     DocumentCreate,
+    ImportItem,
     ImportJob,
     ImportSkip,
     Status,
@@ -114,6 +115,7 @@ def store_page(
             import_id=import_id,
             sources=[i.source for i in chunk],
         )
+        _link(session, import_id, {doc.id for doc, _ in stored})
         fresh = sum(created for _, created in stored)
         accepted += fresh
         duplicates += len(stored) - fresh
@@ -139,6 +141,18 @@ def store_page(
     )
     session.flush()
     return PageCounts(accepted=accepted, duplicates=duplicates, skipped=skipped, failed=failed)
+
+
+def _link(session: Session, import_id: int, document_ids: set[int]) -> None:
+    """Record that the import listed these documents (once each, across pages and resumes)."""
+    if not document_ids:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ImportItem)
+    rows = [{"import_id": import_id, "document_id": d} for d in sorted(document_ids)]
+    session.execute(statement.on_conflict_do_nothing(), rows)
 
 
 def fail(*, session: Session, import_id: int, error: str) -> None:
@@ -183,12 +197,17 @@ def stale(*, session: Session, older_than: timedelta, limit: int = 100) -> list[
 
 
 def progress(*, session: Session, import_id: int) -> dict[str, Any]:
-    """The import's documents by status, and what classifying them has cost so far (nano-USD)."""
+    """The import's documents by status (those it found stored too), and what it has spent (nano-USD).
+
+    The spend counts only documents this import stored first: one an earlier import stored was paid for
+    then, and is not paid for again.
+    """
     by_status = {
         status: int(count)
         for status, count in session.exec(
             select(Document.status, func.count())
-            .where(col(Document.import_id) == import_id)
+            .join(ImportItem, col(ImportItem.document_id) == col(Document.id))
+            .where(col(ImportItem.import_id) == import_id)
             .group_by(Document.status)
         )
     }

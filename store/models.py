@@ -145,6 +145,12 @@ class ImportJob(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+# ImportItem: a document an import listed, whether that import stored it or found it already stored.
+class ImportItem(SQLModel, table=True):
+    import_id: int = Field(foreign_key="importjob.id", primary_key=True)
+    document_id: int = Field(foreign_key="document.id", primary_key=True, index=True)
+
+
 class ImportSkip(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     import_id: int = Field(foreign_key="importjob.id", index=True)

@@ -168,12 +168,13 @@ def test_pagination_dedup_and_reimport(
         assert one["source"]["last_modified"].startswith("20")
         assert redis.Redis.from_url(fresh_redis).llen("control") > 0  # dispatch queued after storing
 
-        # The same prefix again: nothing new, nothing queued, nothing to pay.
+        # The same prefix again: nothing new to store or pay for; its documents are the ones stored.
         again = start(client, s3, "many/")
         state = wait(client, again, listed)
         assert (state["listed"], state["accepted"], state["duplicates"]) == (MANY + 2, 0, MANY + 2)
-        assert state["status"] == "done" and state["cost_usd"] == 0 and state["pending"] == 0
-        assert all_documents(client, again) == []
+        assert state["status"] == "classifying" and state["pending"] == MANY + 1  # still queued
+        assert state["cost_usd"] == 0
+        assert [d["id"] for d in all_documents(client, again)] == [d["id"] for d in docs]
         assert client.get("/v1/documents", params={"limit": 1000}).json()["next_cursor"] is not None
 
         # A changed object is a new document; the unchanged one is not.
@@ -184,8 +185,9 @@ def test_pagination_dedup_and_reimport(
         changed = start(client, s3, prefix)
         state = wait(client, changed, listed)
         assert (state["accepted"], state["duplicates"]) == (1, 1)
-        [doc] = all_documents(client, changed)
-        assert doc["external_id"] == f"{prefix}a.txt" and doc["source"]["size"] == len(b"version two")
+        old, new = all_documents(client, changed)  # the unchanged one as stored before, then the new one
+        assert old["external_id"] == f"{prefix}b.txt" and old["source"]["size"] == len(b"stays")
+        assert new["external_id"] == f"{prefix}a.txt" and new["source"]["size"] == len(b"version two")
 
 
 def test_every_format_and_every_bad_file(
@@ -416,10 +418,18 @@ def test_import_end_to_end_through_the_cli_with_costs_and_write_back(
                     r["key"] for r in rows
                 )
 
-                # The same prefix again: duplicates only, no new attempt, no new cost.
+                # The same prefix again: duplicates only, no new attempt, no new cost; its export
+                # holds the documents it found stored, with their labels.
                 again = start(client, s3, prefix)
                 state = wait(client, again, lambda s: s["status"] == "done")
                 assert (state["accepted"], state["duplicates"], state["cost_usd"]) == (0, 2, 0)
+                assert state["classified"] + state["needs_review"] == 2
+                reexport = [
+                    json.loads(x) for x in client.get(f"/v1/imports/{again}/export").text.splitlines()
+                ]
+                assert sorted((r["document_id"], r["label"]) for r in reexport) == sorted(
+                    (r["document_id"], r["label"]) for r in rows
+                )
                 time.sleep(1)
                 assert client.get("/v1/costs").json()["cost_usd"] == pytest.approx(spent)
         finally:
