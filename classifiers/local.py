@@ -64,7 +64,8 @@ class TrainParams:
     features: str = "auto"
     holdout_fraction: float = 0.2
     target_accuracy: float = 0.9
-    min_support: int = 10
+    min_support: int = 20
+    z: float = 1.28  # the threshold rule's one-sided bound: 90%
     folds: int = 5
     c: float = 10.0
     embed_scales: tuple[float, ...] = (1.0, 10.0)  # embeddings at each scale: one candidate each
@@ -83,6 +84,7 @@ class TrainParams:
             holdout_fraction=local.holdout_fraction,
             target_accuracy=local.target_accuracy,
             min_support=local.min_support,
+            z=local.confidence_z,
             embed_backend=local.embed_backend,
             embed_max_tokens=local.embed_max_tokens,
         )
@@ -268,7 +270,9 @@ def _calibrated(
     held_ok = [p.answer == t for p, t in zip(held, hold_y, strict=True)]
     pooled_conf = [calibrator(float(r)) for r in raw] + [p.confidence for p in held]
     pooled_ok = correct.tolist() + held_ok
-    model.threshold = choose_threshold(pooled_conf, pooled_ok, params.target_accuracy, params.min_support)
+    model.threshold = choose_threshold(
+        pooled_conf, pooled_ok, params.target_accuracy, params.min_support, params.z
+    )
     model.metrics = {"pooled_coverage": float(np.mean(np.asarray(pooled_conf) >= model.threshold))}
     return model, held, held_ok
 

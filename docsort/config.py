@@ -248,7 +248,10 @@ class LocalSettings(BaseModel):
     target_accuracy: float = Field(
         0.9, gt=0, le=1, description="Held-out accuracy its answers must reach; set to the large tier's"
     )
-    min_support: int = Field(10, ge=1, description="Held-out answers a threshold must rest on")
+    min_support: int = Field(20, ge=1, description="Held-out answers a threshold must rest on")
+    confidence_z: float = Field(
+        1.28, gt=0, description="Answers above the threshold reach target_accuracy at this one-sided bound"
+    )
     harvest: Literal["accepted", "last_tier", "none"] = Field(
         "accepted", description="LLM answers learned from: any accepted, only the last tier's, none"
     )
