@@ -58,7 +58,7 @@ def fit_single(x: csr_matrix, y: np.ndarray, c: float) -> Linear:
     weights, bias = model.coef_, model.intercept_
     if weights.shape[0] == 1:
         weights, bias = np.vstack([-weights / 2, weights / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    return Linear([str(c) for c in model.classes_], weights, bias)
+    return Linear([str(k) for k in model.classes_], weights, bias)
 
 
 def fit_multi(x: csr_matrix, y: np.ndarray, names: list[str], c: float) -> Linear:

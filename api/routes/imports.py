@@ -171,16 +171,15 @@ def _queue(celery: Celery, task: str, import_id: int) -> bool:
 def _check_endpoint(url: str | None, settings: Settings) -> None:
     """Refuse an endpoint the deployment does not allow (the workers would connect to it)."""
     s3 = settings.s3
-    if url is None or url.rstrip("/") == (s3.endpoint_url or "").rstrip("/"):
+    permitted = {e.rstrip("/") for e in [s3.endpoint_url, *(s3.allowed_endpoints or [])] if e}
+    if url is None or url.rstrip("/") in permitted:
         return
-    allowed = s3.allowed_endpoints
-    if allowed is None and settings.env == "development":
+    if s3.allowed_endpoints is None and settings.env == "development":
         return
-    if url.rstrip("/") not in {a.rstrip("/") for a in allowed or []}:
-        raise Forbidden(
-            f"endpoint_url {url} is not allowed here; the operator lists endpoints in "
-            "s3.allowed_endpoints (DOCSORT_S3__ALLOWED_ENDPOINTS)"
-        )
+    raise Forbidden(
+        f"endpoint_url {url} is not allowed here; the operator lists endpoints in "
+        "s3.allowed_endpoints (DOCSORT_S3__ALLOWED_ENDPOINTS)"
+    )
 
 
 @router.post("", status_code=202, response_model=ImportAccepted, responses=problem_responses(403, 404))
