@@ -159,6 +159,8 @@ def training_set(*, session: Session, taxonomy: Taxonomy, limit: int) -> tuple[l
     rows.sort(key=lambda r: (r[3] in PEOPLE, r[0]))
     kept: list[tuple[str, Label]] = []
     for _, text, value, _ in rows:
+        if value is None:  # a JSON column stores None as JSON null, which IS NOT NULL lets through
+            continue
         answer = as_label(value)
         if set([answer] if isinstance(answer, str) else answer) <= known:  # () is "none applies"
             kept.append((text, answer))
