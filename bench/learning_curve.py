@@ -3,9 +3,10 @@
 For each dataset and number of labels n, 5-fold cross-validation over the dev set: each fold is scored
 once by a local model trained (classifiers/local.py, exactly as the worker trains) on n labels drawn from
 the other folds. BANKING77 also trains on 1,000 and 5,000 labels from banking77.train.jsonl and is then
-scored on the whole dev set. Multi-label datasets (reuters21578_r10_modapte_test, nlupp) work the same way; an answer
-is right only if it is exactly the document's label set. A document the local model answers (calibrated confidence at or above its
-threshold) costs nothing; every other one goes to the LLM side.
+scored on the whole dev set. Multi-label datasets (reuters21578_r10_modapte_test, nlupp) work the same
+way; an answer is right only if it is exactly the document's label set. A document the local model
+answers (calibrated confidence at or above its threshold) costs nothing; every other one goes to the
+LLM side.
 
 THE LLM SIDE IS SIMULATED: one large tier (gpt-4o prices) that is right with probability
 --large-accuracy on every document it gets, independently of the local tier; accuracies are the

@@ -19,7 +19,6 @@ answers, and the threshold follows classifiers/selective.py.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 import uuid
@@ -50,7 +49,6 @@ __all__ = [
     "train",
     "wilson_lower",
 ]
-log = logging.getLogger("docsort.local")
 
 
 class NotEnoughLabels(ValueError):
@@ -69,9 +67,8 @@ class TrainParams:
     folds: int = 5
     c: float = 10.0
     embed_scales: tuple[float, ...] = (1.0, 10.0)  # embeddings at each scale: one candidate each
-    label_prior: bool = (
-        True  # single-label: each class's name ("card_arrival" -> "card arrival") as an example
-    )
+    # Single-label: each class's name ("card_arrival" -> "card arrival") as one more example.
+    label_prior: bool = True
     embed_backend: str = "onnx"
     embed_max_tokens: int = 128
     seed: int = 0
