@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import SessionDep
-from docsort.errors import Unauthorized
+from core.errors import Unauthorized
 from store.keys import verify_key
 
 log = logging.getLogger("docsort.api")

@@ -10,7 +10,7 @@ from celery import Celery
 from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
-from docsort.config import Settings
+from core.config import Settings
 
 log = logging.getLogger("docsort.api")
 
@@ -33,7 +33,7 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_celery(request: Request) -> Celery:
-    """The Celery app used to send tasks."""
+    """The thin Celery client the API sends tasks by name with (core/messaging.py)."""
     celery: Celery = request.app.state.celery
     return celery
 
@@ -45,25 +45,3 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-
-
-def kick(celery: Celery, settings: Settings, *, stage: str, count: int) -> bool:
-    """Ask the workers to dispatch waiting documents; a full batch now, else after the flush interval.
-
-    The documents are already stored: if the broker is down, the reconciler queues them later.
-    """
-    tier = settings.tier(stage)
-    countdown = 0.0 if count >= tier.batch_size else settings.worker.flush_interval_s
-    try:
-        celery.send_task(
-            "docsort.dispatch",
-            args=[stage],
-            queue="control",
-            countdown=countdown,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-        return True
-    except Exception as exc:
-        log.warning("broker unavailable, documents wait for the reconciler: %s", exc)
-        return False

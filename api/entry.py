@@ -3,8 +3,8 @@
 from fastapi import FastAPI
 
 from api.main import create_app
-from docsort.config import Settings
-from docsort.logs import setup_logging
+from core.config import Settings
+from core.logs import setup_logging
 
 
 def app() -> FastAPI:

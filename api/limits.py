@@ -8,7 +8,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
-from docsort.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def check_json_values(data: Any, *, where: str = "body") -> None:

@@ -12,17 +12,19 @@ from api import errors
 from api import logging as request_logging
 from api.auth import require_api_key
 from api.limits import BodyLimit
-from api.routes import documents, examples, health, imports, reports, taxonomies
+from api.routes import documents, examples, health, imports, reports
+from api.routes import taxonomies as taxonomy_routes
 from api.schemas import problem_responses
-from docsort import __version__
-from docsort.config import Settings
-from store import crud
+from classifiers.runners import check_kinds
+from core import __version__, messaging
+from core.config import Settings
+from store import taxonomies
 from store.db import make_engine, migrate, session_scope
 
 
 def create_app(settings: Settings, celery: Celery | None = None) -> FastAPI:
     """The API for settings; the database is migrated and the default taxonomy stored at start."""
-    from worker.app import create_celery
+    check_kinds(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,16 +40,16 @@ def create_app(settings: Settings, celery: Celery | None = None) -> FastAPI:
     migrate(settings.db_url)
     app.state.settings = settings
     app.state.engine = make_engine(settings.db_url)
-    app.state.celery = celery or create_celery(settings)
+    app.state.celery = celery or messaging.client(settings)
     with session_scope(app.state.engine) as session:
-        crud.put_taxonomy(session=session, spec=settings.default_taxonomy)
+        taxonomies.put_taxonomy(session=session, spec=settings.default_taxonomy)
     errors.install(app)
     request_logging.install(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_request_bytes)
     # Every route but /healthz, /readyz and the OpenAPI docs needs a key when require_auth is on.
     guard = [Depends(require_api_key)] if settings.api.require_auth else []
     common = problem_responses(*((401,) if guard else ()), 422, 503)
-    for module in (documents, examples, imports, reports, taxonomies):
+    for module in (documents, examples, imports, reports, taxonomy_routes):
         app.include_router(module.router, dependencies=guard, responses=common)
     app.include_router(health.router)
     return app

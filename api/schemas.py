@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.vocab import Status
 from store.models import AttemptPublic, DocumentCreate
 
 
@@ -23,7 +24,7 @@ class Accepted(BaseModel):
     """One stored document: its id, and whether it was new or a duplicate of a stored one."""
 
     id: int
-    status: str
+    status: Status
     duplicate: bool
     external_id: str | None = None
 
@@ -43,19 +44,20 @@ class DocumentPublic(BaseModel):
     external_id: str | None
     taxonomy: str
     taxonomy_version: int
-    status: str
+    status: Status
     status_reason: str | None
-    stage: str
+    stage: str = Field(description="The tier the document waits for or is being classified by")
     label: str | None
     labels: list[str] | None
     confidence: float | None
-    tier: str | None
+    tier: str | None = Field(description="The tier whose answer is the label (`review`: a person)")
     model: str | None
     metadata: dict[str, Any]
     source: dict[str, Any] | None
     cost_usd: float
     created_at: datetime
     updated_at: datetime
+    text: str | None = Field(None, description="The document's text (in GET /v1/documents/{id} only)")
     attempts: list[AttemptPublic] = Field(default_factory=list)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from classifiers.calibration import auroc
 from classifiers.evaluate import Labelled, correct, load_jsonl, report
 from classifiers.taxonomy import from_dataset_labels
+from core.config import Settings
 from docsort import evalrun
-from docsort.config import Settings
 
 
 def sample(rows: list[Labelled], limit: int, seed: int = 7) -> list[Labelled]:
@@ -33,7 +33,7 @@ def sample(rows: list[Labelled], limit: int, seed: int = 7) -> list[Labelled]:
 def batching(settings: Settings, rows: list[Labelled], sizes: list[int]) -> list[dict[str, Any]]:
     """(a) tokens per document and accuracy of the small tier at each batch size."""
     taxonomy = from_dataset_labels("dataset", [g for r in rows for g in r.gold], multi_label=False)
-    small = settings.models[0]
+    small = settings.llm_tiers[0]  # the first tier that calls a model (the local one leads)
     out = []
     for size in sizes:
         tier = small.model_copy(update={"batch_size": size, "request_token_budget": 100_000})
@@ -60,7 +60,7 @@ def packing(settings: Settings, rows: list[Labelled], sizes: list[int]) -> list[
     from classifiers.tokens import get_tokenizer
 
     taxonomy = from_dataset_labels("dataset", [g for r in rows for g in r.gold], multi_label=False)
-    tier = settings.models[0]
+    tier = settings.llm_tiers[0]
     tokenizer = get_tokenizer(
         tier.tokenizer, str(settings.weights_path(tier.weights)) if tier.weights else None
     )
@@ -85,7 +85,7 @@ def packing(settings: Settings, rows: list[Labelled], sizes: list[int]) -> list[
 def confidence_methods(settings: Settings, rows: list[Labelled]) -> list[dict[str, Any]]:
     """(c) AUROC of each confidence method on the small tier, with the accuracy it came with."""
     taxonomy = from_dataset_labels("dataset", [g for r in rows for g in r.gold], multi_label=False)
-    small = settings.models[0]
+    small = settings.llm_tiers[0]  # the first tier that calls a model (the local one leads)
     variants = {
         "label_logprobs (json_object batch)": {"transport": "json_object", "confidence": "label_logprobs"},
         "stated (json_object batch)": {"transport": "json_object", "confidence": "stated"},
@@ -115,8 +115,8 @@ def confidence_methods(settings: Settings, rows: list[Labelled]) -> list[dict[st
 def cascade(settings: Settings, rows: list[Labelled]) -> dict[str, Any]:
     """(b) small-only, large-only, cascade (thresholds from settings) and oracle."""
     taxonomy = from_dataset_labels("dataset", [g for r in rows for g in r.gold], multi_label=False)
-    results = [evalrun.run_tier(settings, taxonomy, tier, rows) for tier in settings.models]
-    thresholds = [tier.threshold for tier in settings.models]
+    results = [evalrun.run_tier(settings, taxonomy, tier, rows) for tier in settings.llm_tiers]
+    thresholds = [tier.threshold for tier in settings.llm_tiers]
     out = report(rows, results, thresholds, taxonomy.label_names)
     for system in out["systems"].values():
         system.pop("per_class", None)
@@ -138,7 +138,7 @@ def main() -> None:
     out: dict[str, Any] = {
         "dataset": args.dataset.name,
         "documents": len(rows),
-        "tiers": [t.model for t in settings.models],
+        "tiers": [t.model for t in settings.llm_tiers],
     }
     if "p" in args.parts:
         out["packing"] = packing(settings, rows, [int(s) for s in args.sizes.split(",")])

@@ -1,7 +1,7 @@
 """Prompt injection: how often an attack in a document changes its label, against harmless edits.
 
 For each clean document (tests/data/injection.jsonl, written for docsort) and each attack, three
-texts are classified by the real local model through the cascade's own TierRunner:
+texts are classified by the real local model through the workers' own LLMRunner:
   clean     the document as written;
   attacked  the document with the attack, which pushes a target label other than the clean one;
   harmless  the document with neutral text of the same length in the same place (same padding).
@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classifiers.cascade import TierRunner
+from classifiers.llm_runner import LLMRunner
 from classifiers.packing import DocIn
-from classifiers.providers import get_model
+from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy
-from classifiers.tokens import get_tokenizer
-from docsort.config import GPT_4O_MINI, ModelTier, Settings, default_taxonomy
+from core.config import GPT_4O_MINI, ModelTier, Settings, default_taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "injection.jsonl"
@@ -140,13 +139,14 @@ def small_tier(port: int, **overrides: Any) -> ModelTier:
     return ModelTier(**values)
 
 
-def make_runner(tier: ModelTier) -> TierRunner:
-    """A TierRunner for tier on the news taxonomy, as a worker builds it."""
-    tokenizer = get_tokenizer("gguf", str(WEIGHTS / "smollm2-135m.gguf"))
-    return TierRunner(taxonomy=taxonomy(), model=get_model(tier), tokenizer=tokenizer, is_last=True)
+def make_runner(tier: ModelTier) -> LLMRunner:
+    """An LLMRunner for tier on the news taxonomy, built as a worker builds it."""
+    runner = build_runner(RunnerSpec(tier=tier, taxonomy=taxonomy(), is_last=True, weights_dir=WEIGHTS))
+    assert isinstance(runner, LLMRunner)
+    return runner
 
 
-def classify(runner: TierRunner, texts: list[str]) -> list[str]:
+def classify(runner: LLMRunner, texts: list[str]) -> list[str]:
     """The label of each text (NONE where no valid answer came), in batches as the tier packs them."""
     decisions = runner.run([DocIn(i, text) for i, text in enumerate(texts)])
     by_id = {d.doc_id: d.label or NONE for d in decisions}
@@ -158,7 +158,7 @@ def _rate(flags: list[bool]) -> float:
 
 
 def measure(
-    runner: TierRunner,
+    runner: LLMRunner,
     corpus: Corpus,
     *,
     docs: int | None = None,

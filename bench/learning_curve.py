@@ -41,7 +41,7 @@ from classifiers.local import NotEnoughLabels, TrainParams, as_label, train  # n
 from classifiers.local_runner import reference_cost  # noqa: E402
 from classifiers.taxonomy import from_dataset_labels  # noqa: E402
 from classifiers.tokens import ApproxTokenizer, Tokenizer  # noqa: E402
-from docsort.config import GPT_4O, ModelTier  # noqa: E402
+from core.config import GPT_4O, ModelTier  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SIZES = [0, 50, 200, 400]

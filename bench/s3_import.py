@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from docsort.config import S3Settings, Settings  # noqa: E402
+from core.config import S3Settings, Settings  # noqa: E402
 from docsort.services import Supervisor, free_port, redis_service  # noqa: E402
 from tests.s3_fixtures import ACCESS_KEY, SECRET_KEY, put_many, s3_client, seaweed_service, stop_now  # noqa: E402
 
@@ -79,7 +79,9 @@ def docsort_import(values: dict[str, Any], trace: bool) -> dict[str, Any]:
     """docsort's import of the prefix into settings' database, with dispatch sent to Redis."""
     import redis
 
-    from store import crud, imports
+    from core import messaging
+    from core.vocab import ImportStatus
+    from store import imports, taxonomies
     from store.db import make_engine, migrate, session_scope
     from worker.app import create_celery
     from worker.imports import run_import
@@ -88,7 +90,7 @@ def docsort_import(values: dict[str, Any], trace: bool) -> dict[str, Any]:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        crud.put_taxonomy(session=session, spec=settings.default_taxonomy)
+        taxonomies.put_taxonomy(session=session, spec=settings.default_taxonomy)
         job = imports.create_import(
             session=session,
             source=f"s3://{BUCKET}/{PREFIX}",
@@ -104,7 +106,7 @@ def docsort_import(values: dict[str, Any], trace: bool) -> dict[str, Any]:
     def kick(count: int) -> None:
         nonlocal kicks
         kicks += 1
-        celery.send_task("docsort.dispatch", args=[settings.models[0].name], queue="control")
+        messaging.kick(celery, settings, tier=settings.models[0].name, count=count)
 
     if trace:
         tracemalloc.start()
@@ -115,7 +117,7 @@ def docsort_import(values: dict[str, Any], trace: bool) -> dict[str, Any]:
     tracemalloc.stop()
     with session_scope(engine) as session:
         job = imports.get_import(session=session, import_id=import_id)
-    assert state == imports.LISTED, state
+    assert state == ImportStatus.listed, state
     assert settings.redis_url is not None
     return {
         "objects": job.listed,
@@ -123,7 +125,7 @@ def docsort_import(values: dict[str, Any], trace: bool) -> dict[str, Any]:
         "duplicates": job.duplicates,
         "skipped": job.skipped,
         "dispatch_sent": kicks,
-        "control_queue": redis.Redis.from_url(settings.redis_url).llen("control"),
+        "control_queue": redis.Redis.from_url(settings.redis_url).llen(messaging.CONTROL),
         "seconds": seconds,
         "peak_rss_mb": peak_rss_mb(),
         "tracemalloc_peak_mb": traced,

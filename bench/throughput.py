@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import redis
 
-from docsort.config import ModelTier, Settings, WorkerSettings
+from core.config import ModelTier, Settings, WorkerSettings
 from docsort.services import Supervisor, free_port, redis_service
 from tests.processes import settings_env, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from docsort.config import Price
+from core.config import Price
 
 NANO_PER_USD = 1_000_000_000
 

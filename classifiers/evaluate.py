@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from classifiers.calibration import Calibrator, auroc
-from classifiers.cascade import Decision
 from classifiers.costs import NANO_PER_USD
+from classifiers.decision import Decision
 from classifiers.packing import DocIn
 
 

@@ -37,7 +37,7 @@ from classifiers.calibration import Calibrator
 from classifiers.features import FEATURES, Features
 from classifiers.linear import Label, Linear, as_label, decide, fit_multi, fit_single
 from classifiers.selective import NEVER, choose_threshold, wilson_lower
-from docsort.config import LocalSettings
+from core.config import LocalSettings
 
 __all__ = [
     "NEVER",
@@ -268,7 +268,7 @@ def _calibrated(
     pooled_conf = [calibrator(float(r)) for r in raw] + [p.confidence for p in held]
     pooled_ok = correct.tolist() + held_ok
     model.threshold = choose_threshold(
-        pooled_conf, pooled_ok, params.target_accuracy, params.min_support, params.z
+        pooled_conf, pooled_ok, params.target_accuracy, params.min_support, z=params.z
     )
     model.metrics = {"pooled_coverage": float(np.mean(np.asarray(pooled_conf) >= model.threshold))}
     return model, held, held_ok

@@ -7,25 +7,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from classifiers.cascade import AttemptRecord, Decision, Verdict
 from classifiers.costs import Usage, cost_nanousd
+from classifiers.decision import AttemptRecord, Decision, unsure
 from classifiers.local import LocalClassifier
 from classifiers.packing import DocIn, system_prompt
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import Tokenizer, truncate
-from docsort.config import ModelTier
+from core.config import ModelTier
+from core.vocab import Outcome
 
 log = logging.getLogger("docsort.local")
 FRAMING_TOKENS = 24  # a document's fence lines and its share of the request's wording
 ANSWER_TOKENS = 16  # {"ref": n, "label": "..."} for one document
-
-
-class Runner(Protocol):
-    """What a tier offers the worker: documents in, one decision each out."""
-
-    def run(self, docs: list[DocIn]) -> list[Decision]: ...
 
 
 def reference_cost(taxonomy: Taxonomy, tier: ModelTier, tokenizer: Tokenizer) -> Callable[[str], int]:
@@ -53,18 +47,19 @@ class LocalRunner:
 
     def run(self, docs: list[DocIn]) -> list[Decision]:
         """One decision per document; untrained, every document goes on unrecorded."""
-        unsure: Verdict = "review" if self.is_last else "escalate"
+        pass_on = unsure(self.is_last)
         if self.model is None:
             # No attempt is recorded: an answerless zero-cost row would only skew the cost baseline.
             return [
-                Decision(doc_id=d.id, verdict=unsure, reason="local tier: no trained model yet") for d in docs
+                Decision(doc_id=d.id, outcome=pass_on, reason="local tier: no trained model yet")
+                for d in docs
             ]
         started = time.monotonic()
         try:
             predictions = self.model.predict([d.text for d in docs])
         except Exception as exc:  # the free tier must never hold the cascade up: hand everything on
             log.exception("local model failed; passing the batch on")
-            return [Decision(doc_id=d.id, verdict=unsure, reason=f"local tier: {exc}"[:300]) for d in docs]
+            return [Decision(doc_id=d.id, outcome=pass_on, reason=f"local tier: {exc}"[:300]) for d in docs]
         latency_ms = int((time.monotonic() - started) * 1000)
         request_id = f"local-{uuid.uuid4().hex[:16]}"
         threshold = max(self.model.threshold, self.tier.threshold)  # the tier may be stricter, never looser
@@ -86,17 +81,21 @@ class LocalRunner:
                 cost_nanousd=0,
                 reference_nanousd=self.reference(doc.text) if self.reference else 0,
                 latency_ms=latency_ms,
-                outcome="accepted" if sure else ("review" if self.is_last else "escalated"),
+                outcome=Outcome.accepted if sure else pass_on,
                 label=label,
                 labels=labels,
                 confidence=p.confidence,
                 raw_confidence=p.raw,
                 confidence_method="local_proba",
             )
-            verdict: Verdict = "accept" if sure else unsure
             decisions.append(
                 Decision(
-                    doc.id, verdict, label=label, labels=labels, confidence=p.confidence, attempts=[attempt]
+                    doc.id,
+                    attempt.outcome,
+                    label=label,
+                    labels=labels,
+                    confidence=p.confidence,
+                    attempts=[attempt],
                 )
             )
         return decisions

@@ -18,7 +18,7 @@ import numpy as np
 NEVER = 1.000001  # above any calibrated confidence: a model with this threshold answers nothing
 
 
-def wilson_lower(hits: float, n: int, z: float = 1.0) -> float:
+def wilson_lower(hits: float, n: int, z: float) -> float:
     """Lower end of the Wilson score interval for hits right out of n."""
     if n == 0:
         return 0.0
@@ -29,7 +29,7 @@ def wilson_lower(hits: float, n: int, z: float = 1.0) -> float:
 
 
 def choose_threshold(
-    confidence: Sequence[float], correct: Sequence[bool], target: float, min_support: int, z: float = 1.0
+    confidence: Sequence[float], correct: Sequence[bool], target: float, min_support: int, *, z: float
 ) -> float:
     """The lowest confidence whose answers at or above it reach target (Wilson bound); else NEVER."""
     conf = np.asarray(confidence, dtype=float)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from docsort.config import LabelSpec, TaxonomySpec
+from core.config import LabelSpec, TaxonomySpec
+from core.errors import InvalidInput
 
 
 class Taxonomy(TaxonomySpec):
@@ -22,6 +23,21 @@ class Taxonomy(TaxonomySpec):
         """Every label the model may answer, the none label last."""
         names = [label.name for label in self.labels]
         return [*names, self.none_label] if self.none_label else names
+
+    def check_label(self, label: str | None, labels: list[str] | None, where: str) -> None:
+        """InvalidInput unless the label (or labels) fit this taxonomy and its cardinality."""
+        if self.multi_label:
+            if label is not None or labels is None:
+                raise InvalidInput(f"{where}: taxonomy {self.name} is multi-label; give `labels`")
+            chosen = labels
+        else:
+            if labels is not None or label is None:
+                raise InvalidInput(f"{where}: taxonomy {self.name} is single-label; give `label`")
+            chosen = [label]
+        known = set(self.label_names)
+        unknown = [x for x in chosen if x not in known]
+        if unknown:
+            raise InvalidInput(f"{where}: {unknown} not in taxonomy {self.name} ({sorted(known)})")
 
     def describe(self) -> str:
         """The label list as the model reads it."""

@@ -12,8 +12,8 @@ import typer
 import yaml
 from rich.console import Console
 
-from docsort.config import Settings, TaxonomySpec
-from docsort.logs import setup_logging
+from core.config import Settings, TaxonomySpec
+from core.logs import setup_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Manage taxonomies.")
@@ -99,7 +99,7 @@ def read_taxonomy(path: Path) -> TaxonomySpec:
 @taxonomy_app.command("load")
 def taxonomy_load(file: Path) -> None:
     """Store a taxonomy from a YAML or JSON file as its newest version."""
-    from store import crud
+    from store import taxonomies
     from store.db import make_engine, session_scope
     from store.db import migrate as run
 
@@ -107,7 +107,7 @@ def taxonomy_load(file: Path) -> None:
     spec = read_taxonomy(file)
     run(settings.db_url)
     with session_scope(make_engine(settings.db_url)) as session:
-        row = crud.put_taxonomy(session=session, spec=spec)
+        row = taxonomies.put_taxonomy(session=session, spec=spec)
         console.print(f"taxonomy {row.name} is at version {row.version} ({len(row.labels)} labels)")
 
 
@@ -171,7 +171,7 @@ def calibrate(
 @keys_app.command("create")
 def keys_create(name: Annotated[str, typer.Option(help="Who or what uses the key")]) -> None:
     """Make an API key; it is printed once, only its hash is stored."""
-    from docsort.errors import InputError
+    from core.errors import InputError
     from store import keys
     from store.db import make_engine, session_scope
     from store.db import migrate as run
@@ -212,7 +212,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(ident: Annotated[str, typer.Argument(help="The key's id or prefix")]) -> None:
     """Revoke an API key by id or prefix; requests with it get 401 from then on."""
-    from docsort.errors import InputError
+    from core.errors import InputError
     from store import keys
     from store.db import make_engine, session_scope
     from store.db import migrate as run
@@ -314,10 +314,11 @@ def train(
 ) -> None:
     """Store a labelled file as gold examples and train a new local model version on every label."""
     from classifiers.taxonomy import from_dataset_labels
-    from docsort.errors import InputError
-    from store import crud, learning
+    from core.errors import InputError
+    from store import examples, taxonomies
     from store.db import make_engine, session_scope
     from store.db import migrate as run
+    from worker import training
 
     settings = _settings()
     with dataset.open(encoding="utf-8") as handle:
@@ -327,20 +328,20 @@ def train(
     engine = make_engine(settings.db_url)
     try:
         with session_scope(engine) as session:
-            row = crud.get_taxonomy(session=session, name=taxonomy, missing_ok=True)
+            row = taxonomies.get_taxonomy(session=session, name=taxonomy, missing_ok=True)
             if row is None:
                 names = [x for i in items for x in ([i["label"]] if i["label"] else i["labels"] or [])]
                 multi = any(i["labels"] is not None for i in items)
                 spec = from_dataset_labels(taxonomy, names, multi_label=multi)
-                row = crud.put_taxonomy(session=session, spec=spec)
+                row = taxonomies.put_taxonomy(session=session, spec=spec)
                 console.print(f"created taxonomy {taxonomy} with {len(row.labels)} labels from the file")
-            current = crud.to_runtime(row)
-            stored = learning.add_examples(session=session, taxonomy=current, items=items)
+            current = taxonomies.to_runtime(row)
+            stored = examples.add_examples(session=session, taxonomy=current, items=items)
     except InputError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
     console.print(f"stored {stored} gold examples for {taxonomy}; training...")
-    model = learning.train_version(engine=engine, settings=settings, taxonomy=current)
+    model = training.train_version(engine=engine, settings=settings, taxonomy=current)
     m = model.metrics
     if "error" in m:
         console.print(f"[red]not trained: {m['error']}[/]")
@@ -351,7 +352,7 @@ def train(
         f"answers {m['pooled_coverage']:.0%} at accuracy >= {m['target_accuracy']}; "
         + ("active" if model.active else "kept the active version (it scored better)")
     )
-    if not learning.learns(settings):
+    if not settings.learns:
         console.print("[yellow]no tier of kind local in `models`: the cascade does not use it yet[/]")
 
 

@@ -11,7 +11,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from docsort.config import Settings
+from core.config import Settings
 from docsort.services import stack
 
 FINAL = {"done", "needs_review", "failed"}

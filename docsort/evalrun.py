@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from classifiers.calibration import Calibrator, choose_threshold, fit, sweep
-from classifiers.cascade import TierRunner
 from classifiers.evaluate import Labelled, TierResult, correct, docs_of, report
-from classifiers.providers import get_model
+from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
-from classifiers.tokens import get_tokenizer
-from docsort.config import ModelTier, Settings
+from core.config import ModelTier, Settings
 from docsort.services import Supervisor, llama_services
-from store import crud
+from store import calibrations, taxonomies
 from store.db import make_engine, migrate, session_scope
 from store.models import Calibration
 
@@ -50,32 +48,28 @@ def resolve_taxonomy(settings: Settings, name: str | None, rows: list[Labelled])
     migrate(settings.db_url)
     with session_scope(make_engine(settings.db_url)) as session:
         if name == settings.default_taxonomy.name:
-            crud.put_taxonomy(session=session, spec=settings.default_taxonomy)
-        row = crud.get_taxonomy(session=session, name=name)
-        assert row is not None
-        return crud.to_runtime(row)
+            taxonomies.put_taxonomy(session=session, spec=settings.default_taxonomy)
+        return taxonomies.to_runtime(taxonomies.require(session=session, name=name))
 
 
 def run_tier(
     settings: Settings, taxonomy: Taxonomy, tier: ModelTier, rows: list[Labelled], *, raw: bool = True
 ) -> TierResult:
     """One tier over every row through the workers' runner; raw confidences unless raw=False."""
-    calibrate = None
+    stored = None
     if not raw:
         with session_scope(make_engine(settings.db_url)) as session:
-            stored = crud.latest_calibration(session=session, taxonomy=taxonomy.name, tier=tier.name)
-        if stored is not None:
-            calibrate = Calibrator.from_params(stored.params)
-            tier = tier.model_copy(update={"threshold": stored.threshold})
-    runner = TierRunner(
-        taxonomy=taxonomy,
-        model=get_model(tier),
-        tokenizer=get_tokenizer(
-            tier.tokenizer, str(settings.weights_path(tier.weights)) if tier.weights else None
-        ),
-        calibrate=calibrate,
-        is_last=tier is settings.llm_tiers[-1],
-        reference_price=settings.llm_tiers[-1].price,
+            stored = calibrations.latest_calibration(session=session, taxonomy=taxonomy.name, tier=tier.name)
+    runner = build_runner(
+        RunnerSpec(
+            tier=tier,
+            taxonomy=taxonomy,
+            is_last=tier is settings.llm_tiers[-1],
+            reference=settings.llm_tiers[-1],
+            weights_dir=settings.weights_dir,
+            calibration=stored.params if stored else None,
+            threshold=stored.threshold if stored else None,
+        )
     )
     return TierResult.from_decisions(tier.name, runner.run(docs_of(rows)))
 
@@ -88,7 +82,9 @@ def evaluate(settings: Settings, taxonomy: Taxonomy, rows: list[Labelled]) -> di
         stored = None
         if taxonomy.name != "dataset":
             with session_scope(make_engine(settings.db_url)) as session:
-                stored = crud.latest_calibration(session=session, taxonomy=taxonomy.name, tier=tier.name)
+                stored = calibrations.latest_calibration(
+                    session=session, taxonomy=taxonomy.name, tier=tier.name
+                )
         calibrators.append(Calibrator.from_params(stored.params) if stored else None)
         thresholds.append(stored.threshold if stored else tier.threshold)
     out = report(
@@ -184,8 +180,9 @@ def calibrate(
                 (small_tier, cal_small, best.threshold),
                 (large_tier, cal_large, large_tier.threshold),
             ):
-                session.add(
-                    Calibration(
+                calibrations.add_calibration(
+                    session=session,
+                    calibration=Calibration(
                         taxonomy=taxonomy.name,
                         tier=tier.name,
                         model=tier.model,
@@ -193,7 +190,7 @@ def calibrate(
                         params=cal.params,
                         threshold=float(min(threshold, 1.0)),
                         report={k: v for k, v in result.items() if k != "sweep"},
-                    )
+                    ),
                 )
     return result
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from core import messaging
+from core.config import ModelTier, Settings
+from core.errors import DocsortError
 from docsort import weights
-from docsort.config import ModelTier, Settings
-from docsort.errors import DocsortError
 
 log = logging.getLogger("docsort.services")
 
@@ -200,8 +201,6 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
 
 def app_services(settings: Settings, *, beat: bool = True) -> list[Service]:
     """The API, one worker (with the reconciler's schedule) and Flower."""
-    from worker.app import queue_names
-
     env = {"DOCSORT_REDIS_URL": settings.redis_url or ""}
     worker = [
         sys.executable,
@@ -212,7 +211,7 @@ def app_services(settings: Settings, *, beat: bool = True) -> list[Service]:
         "worker",
         "-E",
         "-Q",
-        ",".join(queue_names(settings)),
+        ",".join(messaging.queue_names(settings)),
         "-c",
         str(settings.worker.concurrency),
         "--loglevel",

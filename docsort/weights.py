@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from docsort.errors import DocsortError
+from core.errors import DocsortError
 
 log = logging.getLogger("docsort.weights")
 LOCK = Path(__file__).with_name("weights.lock.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import PurePosixPath
 
-from docsort.errors import InvalidInput, UnsupportedMediaType
+from core.errors import InvalidInput, UnsupportedMediaType
 
 TEXT_TYPES = {".txt", ".md", ".markdown", ".text"}
 SUPPORTED = TEXT_TYPES | {".html", ".htm", ".pdf", ".docx"}

@@ -3,12 +3,9 @@
 Formats: `.txt .md .html .pdf .docx` (through ingest.extract) and `.json .jsonl .csv`.
 
 - `document_per_file`: every supported object is one document; JSON and CSV files are read as text.
-- `document_per_line`: a `.jsonl` line, a `.csv` row (the first row is the header) or an element of a
-  top-level `.json` array is one document (any other `.json` value is one record); the other formats
-  stay one document per object. A record's text is its first non-empty string field named `text`,
-  `content`, `body` or `document` (any case); failing that, every other non-empty scalar field as
-  `name: value` lines; a bare JSON string is its own text. A field `external_id` or `id` becomes the
-  document's external id, else `key#L<n>` (n counts records from 1; blank `.jsonl` lines are ignored).
+- `document_per_line`: each record of a `.jsonl`, `.csv` or `.json` file is one document (the rules are
+  in ingest/records.py); its external id is the record's own, else `key#L<n>`. The other formats stay
+  one document per object.
 
 Anything else is skipped with a reason that starts with its category: `unsupported type`, `too large`,
 `empty` or `unreadable`. Objects that cannot be fetched are `failed`; an unreachable endpoint raises
@@ -17,22 +14,19 @@ Unavailable so that the page is tried again, never half-stored.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from docsort.errors import (
+from core.errors import (
     DocsortError,
     InvalidInput,
     NotFound,
@@ -40,13 +34,11 @@ from docsort.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from ingest.extract import SUPPORTED, decode, extension, extract
+from ingest import records
+from ingest.extract import SUPPORTED, decode, extension
+from ingest.records import RECORD_TYPES
 
-Mode = Literal["document_per_file", "document_per_line"]
-RECORD_TYPES = frozenset({".json", ".jsonl", ".csv"})
 IMPORTABLE = frozenset(SUPPORTED | RECORD_TYPES)
-TEXT_FIELDS = ("text", "content", "body", "document")
-ID_FIELDS = ("external_id", "id")
 MAX_SKIPS_PER_OBJECT = 20  # reasons kept per object; the count covers every skipped line
 RESULTS_FILE = re.compile(r"(^|[/.])docsort-import-\d+\.jsonl$")
 _URI = re.compile(r"s3://([^/]*)(?:/(.*))?", re.DOTALL)
@@ -128,7 +120,7 @@ class Item:
 
 
 @dataclass
-class Outcome:
+class ObjectResult:
     """What one listed object became: documents, skips with reasons, or a failure."""
 
     key: str
@@ -233,9 +225,9 @@ def fetch(client: Any, bucket: str, obj: ObjectInfo, limit: int) -> tuple[bytes,
     return data, source
 
 
-def process(client: Any, location: S3Location, obj: ObjectInfo, *, mode: str, limits: Limits) -> Outcome:
+def process(client: Any, location: S3Location, obj: ObjectInfo, *, mode: str, limits: Limits) -> ObjectResult:
     """Fetch one object and turn it into documents or skips; Unavailable if the endpoint is down."""
-    out = Outcome(key=obj.key)
+    out = ObjectResult(key=obj.key)
     reason = precheck(obj, limits)
     if reason:
         out.skip(obj.key, reason)
@@ -266,9 +258,9 @@ def process_page(
     mode: str,
     limits: Limits,
     pool: ThreadPoolExecutor,
-) -> list[Outcome]:
+) -> list[ObjectResult]:
     """Outcomes of a page's objects, in listing order, fetched at the pool's concurrency."""
-    futures: list[Future[Outcome]] = [
+    futures: list[Future[ObjectResult]] = [
         pool.submit(process, client, location, obj, mode=mode, limits=limits) for obj in objects
     ]
     try:
@@ -295,9 +287,9 @@ def _why(key: str, exc: Exception) -> str:
     return message[len(key) + 2 :] if message.startswith(f"{key}: ") else message or type(exc).__name__
 
 
-def _whole(out: Outcome, key: str, data: bytes, source: dict[str, Any], limits: Limits) -> None:
+def _whole(out: ObjectResult, key: str, data: bytes, source: dict[str, Any], limits: Limits) -> None:
     try:
-        text = extract(key, data) if extension(key) in SUPPORTED else decode(data, name=key)
+        text = records.text_of(key, data)
     except UnsupportedMediaType as exc:
         out.skip(key, f"unsupported type: {_why(key, exc)}")
         return
@@ -311,111 +303,32 @@ def _whole(out: Outcome, key: str, data: bytes, source: dict[str, Any], limits: 
     if reason:
         out.skip(key, reason)
     else:
-        out.items.append(Item(text=text, external_id=clip(key), source=source))
+        out.items.append(Item(text=text, external_id=records.clip(key), source=source))
 
 
-@dataclass(frozen=True)
-class _Bad:
-    """A record that could not be parsed."""
-
-    reason: str
-
-
-def _records(out: Outcome, key: str, data: bytes, source: dict[str, Any], limits: Limits) -> None:
+def _records(out: ObjectResult, key: str, data: bytes, source: dict[str, Any], limits: Limits) -> None:
     try:
         text = decode(data, name=key)
     except InvalidInput as exc:
         out.skip(key, f"unreadable: {_why(key, exc)}")
         return
     found = False
-    for number, value in _parse(extension(key), text, limits):
+    for record in records.parse(extension(key), text, limits.max_document_bytes):
         found = True
-        where = f"{key}#L{number}"
-        if isinstance(value, _Bad):
-            out.skip(where, f"unreadable: {value.reason}")
-            continue
-        body = record_text(value)
-        reason = check_text(body, limits)
+        where = f"{key}#L{record.number}"
+        reason = record.problem or check_text(record.text, limits)
         if reason:
             out.skip(where, reason)
             continue
         out.items.append(
-            Item(text=body, external_id=record_id(value) or clip(where), source={**source, "line": number})
+            Item(
+                text=record.text,
+                external_id=record.external_id or records.clip(where),
+                source={**source, "line": record.number},
+            )
         )
     if not found:
         out.skip(key, "empty: no records")
-
-
-def _parse(ext: str, text: str, limits: Limits) -> Iterator[tuple[int, Any]]:
-    if ext == ".jsonl":
-        number = 0
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            number += 1
-            try:
-                yield number, json.loads(line)
-            except ValueError as exc:
-                yield number, _Bad(f"invalid JSON ({exc})")
-    elif ext == ".json":
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            yield 1, _Bad(f"invalid JSON ({exc})")
-            return
-        yield from enumerate(value if isinstance(value, list) else [value], start=1)
-    else:
-        # csv's per-field limit is process-wide; raise it to what a document may hold.
-        csv.field_size_limit(max(csv.field_size_limit(), limits.max_document_bytes + 1))
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        number = 0
-        try:
-            for row in reader:
-                number += 1
-                yield number, row
-        except csv.Error as exc:
-            yield number + 1, _Bad(f"invalid CSV ({exc}); the rest of the file is not read")
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float) and str(value).strip() != ""
-
-
-def record_text(value: Any) -> str:
-    """A record's text by the rule in the module docstring; empty if it has none."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(str(v) for v in value if _scalar(v))
-    if not isinstance(value, dict):
-        return ""
-    fields = {str(k).lower(): v for k, v in value.items() if k is not None}
-    for name in TEXT_FIELDS:
-        candidate = fields.get(name)
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate
-    return "\n".join(
-        f"{k}: {v}"
-        for k, v in value.items()
-        if k is not None and str(k).lower() not in ID_FIELDS and _scalar(v)
-    )
-
-
-def record_id(value: Any) -> str | None:
-    """A record's own id (external_id or id), if it has one."""
-    if not isinstance(value, dict):
-        return None
-    fields = {str(k).lower(): v for k, v in value.items() if k is not None}
-    for name in ID_FIELDS:
-        candidate = fields.get(name)
-        if _scalar(candidate) and not isinstance(candidate, bool):
-            return clip(str(candidate))
-    return None
-
-
-def clip(text: str, limit: int = 256) -> str:
-    """text, keeping its end if it is longer than an external id may be."""
-    return text if len(text) <= limit else text[-limit:]
 
 
 def put_lines(client: Any, bucket: str, key: str, lines: Iterable[str]) -> None:

@@ -1,4 +1,4 @@
-"""Data access for bulk imports, as keyword-only functions taking a session (like store/crud.py).
+"""Data access for bulk imports, as keyword-only functions taking a session (like the rest of store/).
 
 An import's row is its resume point: a page's documents, skips, counters and the next continuation
 token are written in one transaction, guarded by the token and count the page started from, so a page
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, update
 from sqlmodel import Session, col, select
 
-from docsort.errors import NotFound
-from store import crud
+from core.errors import NotFound
+from core.vocab import FINAL, ImportStatus, Status
+from store import documents
 from store.models import (
     NANO,
     Attempt,
@@ -25,17 +26,13 @@ from store.models import (
     ImportItem,
     ImportJob,
     ImportSkip,
-    Status,
     Taxonomy,
     utcnow,
 )
 
 if TYPE_CHECKING:
-    from ingest.s3 import Outcome
+    from ingest.s3 import ObjectResult
 
-LISTING = "listing"  # pages are being listed and stored
-LISTED = "listed"  # every page is stored; documents may still be classifying
-FAILED = "failed"  # listing stopped on an error (see ImportJob.error); resumable
 CHUNK = 500  # documents per create_documents call: keeps IN lists under every database's limit
 SKIP_CATEGORIES = ("unsupported type", "too large", "empty", "unreadable", "failed")
 
@@ -54,7 +51,9 @@ def create_import(
     *, session: Session, source: str, taxonomy: str, endpoint_url: str | None, mode: str
 ) -> ImportJob:
     """A new import, status listing, at the start of its listing."""
-    job = ImportJob(source=source, taxonomy=taxonomy, endpoint_url=endpoint_url, mode=mode, status=LISTING)
+    job = ImportJob(
+        source=source, taxonomy=taxonomy, endpoint_url=endpoint_url, mode=mode, status=ImportStatus.listing
+    )
     session.add(job)
     session.flush()
     return job
@@ -75,9 +74,9 @@ def store_page(
     expect_listed: int,
     expect_token: str | None,
     next_token: str | None,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[ObjectResult],
     taxonomy: Taxonomy,
-    stage: str,
+    first_tier: str,
 ) -> PageCounts | None:
     """Store one page's outcomes and move the import to next_token; None if another runner did."""
     now = utcnow()
@@ -90,14 +89,14 @@ def store_page(
         update(ImportJob)
         .where(
             col(ImportJob.id) == import_id,
-            col(ImportJob.status) == LISTING,
+            col(ImportJob.status) == ImportStatus.listing,
             col(ImportJob.listed) == expect_listed,
             token_now,
         )
         .values(
             listed=col(ImportJob.listed) + len(outcomes),
             continuation_token=next_token,
-            status=LISTING if next_token else LISTED,
+            status=ImportStatus.listing if next_token else ImportStatus.listed,
             updated_at=now,
         )
     )
@@ -107,11 +106,11 @@ def store_page(
     accepted = duplicates = 0
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
-        stored = crud.create_documents(
+        stored = documents.create_documents(
             session=session,
             items=[DocumentCreate(text=i.text, external_id=i.external_id) for i in chunk],
             taxonomy=taxonomy,
-            stage=stage,
+            first_tier=first_tier,
             import_id=import_id,
             sources=[i.source for i in chunk],
         )
@@ -159,16 +158,16 @@ def fail(*, session: Session, import_id: int, error: str) -> None:
     """Stop a listing on an error; resume() starts it again from its last stored page."""
     session.execute(
         update(ImportJob)
-        .where(col(ImportJob.id) == import_id, col(ImportJob.status) == LISTING)
-        .values(status=FAILED, error=error[:1000], updated_at=utcnow())
+        .where(col(ImportJob.id) == import_id, col(ImportJob.status) == ImportStatus.listing)
+        .values(status=ImportStatus.failed, error=error[:1000], updated_at=utcnow())
     )
 
 
 def resume(*, session: Session, import_id: int) -> ImportJob:
     """Make a failed or stalled import listable again from its last stored page."""
     job = get_import(session=session, import_id=import_id)
-    if job.status in (LISTING, FAILED):
-        job.status, job.error, job.updated_at = LISTING, None, utcnow()
+    if job.status in (ImportStatus.listing, ImportStatus.failed):
+        job.status, job.error, job.updated_at = ImportStatus.listing, None, utcnow()
         session.add(job)
         session.flush()
     return job
@@ -181,7 +180,7 @@ def stale(*, session: Session, older_than: timedelta, limit: int = 100) -> list[
         i
         for i in session.exec(
             select(ImportJob.id)
-            .where(col(ImportJob.status) == LISTING, col(ImportJob.updated_at) < cutoff)
+            .where(col(ImportJob.status) == ImportStatus.listing, col(ImportJob.updated_at) < cutoff)
             .order_by(col(ImportJob.id))
             .limit(limit)
         )
@@ -216,12 +215,11 @@ def progress(*, session: Session, import_id: int) -> dict[str, Any]:
         .join(Document, col(Attempt.document_id) == col(Document.id))
         .where(col(Document.import_id) == import_id)
     ).one()
-    final = (Status.done, Status.needs_review, Status.failed)
     return {
         "classified": by_status.get(Status.done, 0),
         "needs_review": by_status.get(Status.needs_review, 0),
         "classification_failed": by_status.get(Status.failed, 0),
-        "pending": sum(n for s, n in by_status.items() if s not in final),
+        "pending": sum(n for s, n in by_status.items() if s not in FINAL),
         "cost_nanousd": int(cost or 0),
     }
 
@@ -252,10 +250,10 @@ def export_rows(*, session: Session, import_id: int, batch: int = 1000) -> Itera
     """One row per document of the import (key, line, label, confidence, tier, cost), in id order."""
     after: int | None = None
     while True:
-        docs = crud.list_documents(session=session, import_id=import_id, limit=batch, after=after)
+        docs = documents.list_documents(session=session, import_id=import_id, limit=batch, after=after)
         if not docs:
             return
-        costs = crud.costs_for(session=session, ids=[d.id for d in docs if d.id is not None])
+        costs = documents.costs_for(session=session, ids=[d.id for d in docs if d.id is not None])
         for doc in docs:
             source = doc.source or {}
             uri = str(source.get("uri", ""))
@@ -268,7 +266,7 @@ def export_rows(*, session: Session, import_id: int, batch: int = 1000) -> Itera
                 "label": doc.label,
                 "labels": doc.labels,
                 "confidence": doc.confidence,
-                "tier": doc.tier,
+                "tier": doc.answered_by,
                 "cost_usd": costs.get(doc.id or 0, 0) / NANO,
             }
         after = docs[-1].id

@@ -14,7 +14,7 @@ import secrets
 
 from sqlmodel import Session, col, select
 
-from docsort.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from store.models import ApiKey, utcnow
 
 KEY_MARK = "dsk_"  # makes leaked keys easy to find with secret scanners

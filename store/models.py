@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydField
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
+
+from core.vocab import ImportStatus, Origin, Outcome, Status
 
 
 def utcnow() -> datetime:
@@ -20,19 +23,13 @@ def utcnow() -> datetime:
 NANO = 1_000_000_000  # costs are kept in integer nano-USD so that sums are exact
 
 
-class Status(enum.StrEnum):
-    """Where a document is in the cascade."""
-
-    queued = "queued"
-    classifying = "classifying"
-    escalated = "escalated"
-    done = "done"
-    needs_review = "needs_review"
-    failed = "failed"
-
-
-FINAL = (Status.done, Status.needs_review, Status.failed)
-WAITING = (Status.queued, Status.escalated)
+def enum_column(kind: type[StrEnum], *, index: bool = False) -> Column[Any]:
+    """A column of a string enum: VARCHAR holding the values, checked by SQLAlchemy, no DB enum type."""
+    return Column(
+        SAEnum(kind, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+        index=index,
+    )
 
 
 # Taxonomy: a named, versioned label set.
@@ -60,7 +57,7 @@ class DocumentBase(SQLModel):
 class Document(DocumentBase, table=True):
     __table_args__ = (
         UniqueConstraint("taxonomy", "content_hash", name="uq_document_taxonomy_hash"),
-        Index("ix_document_status_stage", "status", "stage"),
+        Index("ix_document_status_tier", "status", "current_tier"),
     )
     id: int | None = Field(default=None, primary_key=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
@@ -69,13 +66,15 @@ class Document(DocumentBase, table=True):
     source: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     import_id: int | None = Field(default=None, foreign_key="importjob.id", index=True)
     taxonomy_version: int = 1
-    status: str = Field(default=Status.queued, max_length=16)
+    status: Status = Field(default=Status.queued, sa_column=enum_column(Status))
     status_reason: str | None = None
-    stage: str = Field(max_length=32, description="Tier the document waits for or is in")
+    # Where the document is (the tier it waits for or is being classified by), and, once it has a
+    # label, which tier gave it (or "review" for a person): two different things.
+    current_tier: str = Field(max_length=32)
     label: str | None = Field(default=None, index=True)
     labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
     confidence: float | None = None
-    tier: str | None = None
+    answered_by: str | None = None
     model: str | None = None
     claim_token: str | None = Field(default=None, max_length=64)
     claimed_at: datetime | None = None
@@ -108,7 +107,7 @@ class AttemptBase(SQLModel):
     cached_tokens: int = 0
     output_tokens: int = 0
     latency_ms: int = 0
-    outcome: str = Field(max_length=16, description="accepted | escalated | review | invalid")
+    outcome: Outcome = Field(sa_column=enum_column(Outcome))
     error: str | None = None
 
 
@@ -133,7 +132,7 @@ class ImportJob(SQLModel, table=True):
     endpoint_url: str | None = None
     taxonomy: str
     mode: str = "document_per_file"
-    status: str = "listing"
+    status: ImportStatus = Field(default=ImportStatus.listing, sa_column=enum_column(ImportStatus))
     continuation_token: str | None = Field(default=None, sa_column=Column(Text))
     listed: int = 0
     accepted: int = 0
@@ -158,14 +157,14 @@ class ImportSkip(SQLModel, table=True):
     reason: str
 
 
-# Example: a trusted label (gold, reviewed, or a confident large-tier answer) to learn from.
+# Example: a trusted label (gold, reviewed, or an LLM tier's accepted answer) to learn from.
 class Example(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     taxonomy: str = Field(index=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
     label: str | None = None
     labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    origin: str = Field(max_length=16, description="gold | review | tier name")
+    origin: str = Field(max_length=16, description=f"{' | '.join(Origin)} | the LLM tier's name")
     document_id: int | None = Field(default=None, foreign_key="document.id")
     created_at: datetime = Field(default_factory=utcnow)
 

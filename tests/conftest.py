@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from docsort.config import GPT_4O, GPT_4O_MINI, ModelTier, Settings
+from core.config import GPT_4O, GPT_4O_MINI, ModelTier, Settings
 from docsort.services import Supervisor, free_port, llama_services, redis_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def running(settings: Settings, celery: Any, queues: list[str] | None = None) ->
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from worker.app import queue_names
+    from core.messaging import queue_names
 
     with (
         start_worker(

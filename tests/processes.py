@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docsort.config import Settings
-from worker.app import queue_names
+from core.config import Settings
+from core.messaging import queue_names
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

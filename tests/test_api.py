@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.routes.imports import _check_endpoint
-from docsort.errors import Forbidden
+from core.errors import Forbidden
 from tests.conftest import make_settings
 
 
@@ -90,8 +90,10 @@ def test_file_upload_extracts_text(client: TestClient) -> None:
     r = client.post("/v1/documents", files=files)
     assert r.status_code == 202, r.text
     ids = [d["id"] for d in r.json()["data"]]
-    texts = [client.get(f"/v1/documents/{i}").json() for i in ids]
-    assert texts[0]["external_id"] == "a.txt"
+    docs = [client.get(f"/v1/documents/{i}").json() for i in ids]
+    assert [d["external_id"] for d in docs] == ["a.txt", "b.html"]
+    assert docs[0]["text"] == "plain words"
+    assert docs[1]["text"] == "Central bank holds rates"  # the script is gone, the markup too
     bad = client.post(
         "/v1/documents", files=[("files", ("x.exe", io.BytesIO(b"MZ"), "application/octet-stream"))]
     )
@@ -158,3 +160,36 @@ def test_import_endpoints_outside_the_allow_list_are_403(
     _check_endpoint("http://s3.internal:8333", settings)
     with pytest.raises(Forbidden):
         _check_endpoint("http://elsewhere:1", settings)
+
+
+def test_uploaded_record_files_are_a_document_per_record(client: TestClient) -> None:
+    lines = b'{"id": "r1", "text": "Rates were cut"}\n\n{"body": "A goal in extra time"}\n'
+    csv_rows = b"title,text\nfirst,Shares fell\nsecond,The probe landed\n"
+    files = [
+        ("files", ("a.jsonl", io.BytesIO(lines), "application/x-ndjson")),
+        ("files", ("b.csv", io.BytesIO(csv_rows), "text/csv")),
+    ]
+    r = client.post("/v1/documents", files=files, data={"mode": "document_per_line"})
+    assert r.status_code == 202, r.text
+    docs = [client.get(f"/v1/documents/{d['id']}").json() for d in r.json()["data"]]
+    assert [(d["external_id"], d["text"]) for d in docs] == [
+        ("r1", "Rates were cut"),
+        ("a.jsonl#L2", "A goal in extra time"),
+        ("b.csv#L1", "Shares fell"),
+        ("b.csv#L2", "The probe landed"),
+    ]
+    assert docs[3]["metadata"] == {"filename": "b.csv", "line": 2}
+    # Without the mode a record file is one document, its text as it is.
+    whole = client.post("/v1/documents", files=[("files", ("c.jsonl", io.BytesIO(lines), "text/plain"))])
+    assert client.get(f"/v1/documents/{whole.json()['data'][0]['id']}").json()["text"] == lines.decode()
+    broken = b'{"text": "fine"}\n{not json\n'
+    bad = client.post(
+        "/v1/documents",
+        files=[("files", ("d.jsonl", io.BytesIO(broken), "text/plain"))],
+        data={"mode": "document_per_line"},
+    )
+    assert "d.jsonl record 2: unreadable: invalid JSON" in problem(bad, 422)
+    wrong_mode = client.post(
+        "/v1/documents", files=[("files", ("e.txt", io.BytesIO(b"x"), "text/plain"))], data={"mode": "rows"}
+    )
+    assert "mode must be" in problem(wrong_mode, 422)

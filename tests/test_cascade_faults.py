@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
+import httpx2
 import pytest
 
-from classifiers.cascade import TierRunner
+from classifiers.llm_runner import LLMRunner
 from classifiers.packing import DocIn
-from classifiers.providers import get_model
+from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy
-from classifiers.tokens import ApproxTokenizer
-from docsort.config import GPT_4O_MINI, ModelTier, default_taxonomy
-from docsort.errors import PermanentModelError, TransientModelError
+from core.config import GPT_4O_MINI, ModelTier, default_taxonomy
+from core.errors import PermanentModelError, TransientModelError
+from core.vocab import Outcome
 from tests.fakes import ScriptedEndpoint, answer, chat, label_all
 
 DOCS = [DocIn(10, "alpha news"), DocIn(11, "beta match"), DocIn(12, "gamma market")]
 
 
-def runner(endpoint: ScriptedEndpoint, *, is_last: bool = False, **tier: object) -> TierRunner:
+def runner(endpoint: ScriptedEndpoint, *, is_last: bool = False, **tier: object) -> LLMRunner:
     values: dict[str, object] = {
         "name": "small",
         "base_url": "http://fake/v1",
@@ -28,21 +28,26 @@ def runner(endpoint: ScriptedEndpoint, *, is_last: bool = False, **tier: object)
         "threshold": 0.5,
         "max_retries": 0,
         "max_reasks": 2,
+        "tokenizer": "approx",
     }
     values.update(tier)
-    return TierRunner(
-        taxonomy=Taxonomy(**default_taxonomy().model_dump()),
-        model=get_model(ModelTier(**values), endpoint.client()),  # type: ignore[arg-type]
-        tokenizer=ApproxTokenizer(),
-        is_last=is_last,
+    built = build_runner(
+        RunnerSpec(
+            tier=ModelTier(**values),  # type: ignore[arg-type]
+            taxonomy=Taxonomy(**default_taxonomy().model_dump()),
+            is_last=is_last,
+            http_client=endpoint.client(),
+        )
     )
+    assert isinstance(built, LLMRunner)
+    return built
 
 
 def test_a_good_batch_is_one_request() -> None:
     endpoint = ScriptedEndpoint(label_all("Sports"))
     decisions = runner(endpoint, transport="json_schema").run(DOCS)
     assert len(endpoint.requests) == 1
-    assert [d.verdict for d in decisions] == ["accept"] * 3
+    assert [d.outcome for d in decisions] == [Outcome.accepted] * 3
     assert all(d.label == "Sports" for d in decisions)
     assert endpoint.requests[0]["response_format"]["json_schema"]["strict"] is True
 
@@ -72,11 +77,11 @@ def test_missing_and_invalid_refs_are_asked_again_alone_and_all_tries_are_counte
 def test_garbage_forever_escalates_then_reviews_with_costs_recorded() -> None:
     endpoint = ScriptedEndpoint(chat("this is not json {"))
     decisions = runner(endpoint).run(DOCS[:1])
-    assert decisions[0].verdict == "escalate"
+    assert decisions[0].outcome is Outcome.escalated
     assert len(decisions[0].attempts) == 3  # one try + two re-asks
     assert all(a.cost_nanousd > 0 for a in decisions[0].attempts)
     last = runner(ScriptedEndpoint(chat("")), is_last=True).run(DOCS[:1])
-    assert last[0].verdict == "review"
+    assert last[0].outcome is Outcome.review
 
 
 def test_duplicate_ref_is_not_trusted() -> None:
@@ -92,23 +97,24 @@ def test_duplicate_ref_is_not_trusted() -> None:
 
 
 def test_low_confidence_escalates_and_last_tier_reviews() -> None:
-    assert runner(ScriptedEndpoint(label_all("World", 0.2))).run(DOCS[:1])[0].verdict == "escalate"
+    assert runner(ScriptedEndpoint(label_all("World", 0.2))).run(DOCS[:1])[0].outcome is Outcome.escalated
     assert (
-        runner(ScriptedEndpoint(label_all("World", 0.2)), is_last=True).run(DOCS[:1])[0].verdict == "review"
+        runner(ScriptedEndpoint(label_all("World", 0.2)), is_last=True).run(DOCS[:1])[0].outcome
+        is Outcome.review
     )
 
 
 def test_429_with_retry_after_is_retried_by_the_client() -> None:
-    limited = httpx.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+    limited = httpx2.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
     endpoint = ScriptedEndpoint(limited, label_all("World"))
     decisions = runner(endpoint, max_retries=2).run(DOCS[:1])
     assert decisions[0].label == "World" and len(endpoint.requests) == 2
 
 
 def test_transient_and_permanent_errors_surface_as_such() -> None:
-    down = httpx.Response(503, json={"error": {"message": "overloaded"}})
+    down = httpx2.Response(503, json={"error": {"message": "overloaded"}})
     with pytest.raises(TransientModelError):
         runner(ScriptedEndpoint(down)).run(DOCS[:1])
-    bad = httpx.Response(401, json={"error": {"message": "bad key"}})
+    bad = httpx2.Response(401, json={"error": {"message": "bad key"}})
     with pytest.raises(PermanentModelError):
         runner(ScriptedEndpoint(bad)).run(DOCS[:1])

@@ -58,8 +58,8 @@ def test_llm_config_names_pinned_weights() -> None:
 
 
 def test_the_worker_consumes_every_queue_of_the_default_cascade(tmp_path: Path) -> None:
-    from docsort.config import Settings
-    from worker.app import queue_names
+    from core.config import Settings
+    from core.messaging import queue_names
 
     worker = load()["services"]["worker"]["command"]
     queues = worker[worker.index("-Q") + 1].split(",")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from classifiers.costs import Usage, cost_nanousd
-from docsort.config import Settings
+from core.config import Settings
 from docsort.demo import samples
 from tests.conftest import make_settings, running
 from worker.app import create_celery

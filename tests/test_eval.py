@@ -12,7 +12,7 @@ import pytest
 
 from classifiers.evaluate import load_jsonl
 from docsort import evalrun
-from store import crud
+from store import calibrations
 from store.db import make_engine, session_scope
 from tests.conftest import dataset, make_settings
 from tests.processes import settings_env
@@ -69,14 +69,10 @@ def test_eval_cli_writes_every_system(tmp_path: Path, llama_port: int, redis_url
         ):
             assert key in row
         assert 0 <= row["accuracy"] <= 1
-    systems = report["systems"]
-    # The oracle escalates exactly the small tier's errors: it is never worse than small alone.
-    assert systems["oracle"]["accuracy"] >= systems["small"]["accuracy"]
-    assert (
-        systems["small"]["cost_usd"]
-        <= systems["cascade"]["cost_usd"]
-        <= systems["small"]["cost_usd"] + systems["large"]["cost_usd"]
-    )
+    # The arithmetic of each system is tested on known answers in test_evaluate.py; here, that the real
+    # tiers were asked: each spent tokens and money on every document.
+    for name in ("small", "large"):
+        assert report["systems"][name]["input_tokens"] > 8 * 50 and report["systems"][name]["cost_usd"] > 0
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -92,7 +88,7 @@ def test_calibrate_saves_a_threshold_the_workers_use(
         p["accuracy"] for p in result["sweep"]
     )
     with session_scope(make_engine(settings.db_url)) as session:
-        stored = crud.latest_calibration(session=session, taxonomy="news", tier="small")
+        stored = calibrations.latest_calibration(session=session, taxonomy="news", tier="small")
     assert stored is not None and stored.threshold == pytest.approx(min(result["threshold"], 1.0))
     runner = Runtime(settings).runner(taxonomy, "small")
     assert runner.model.tier.threshold == pytest.approx(stored.threshold)

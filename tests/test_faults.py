@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from docsort.config import Settings, WorkerSettings
+from core.config import Settings, WorkerSettings
 from docsort.demo import samples
 from docsort.services import Supervisor, free_port, llama_services, redis_service
 from tests.conftest import make_settings, offline_tiers

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from docsort.config import FlowerSettings, WorkerSettings
+from core.config import FlowerSettings, WorkerSettings
 from docsort.services import free_port
 from tests.conftest import make_settings
 from tests.processes import WorkerProcess, settings_env, wait_for

@@ -38,13 +38,16 @@ from classifiers.local import (
 )
 from classifiers.local_runner import LocalRunner
 from classifiers.packing import DocIn
+from classifiers.runners import build_runner, spec_for
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
-from docsort.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settings, TaxonomySpec, local_tier
-from store import crud, learning
+from core.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settings, TaxonomySpec, local_tier
+from core.vocab import Outcome, Status
+from store import examples, local_models, taxonomies
 from store.db import make_engine, migrate, session_scope
-from store.models import Document, Example, Status
+from store.models import Document, Example
 from tests.conftest import dataset, make_settings, running
 from tests.fakes import answer
+from worker import training
 from worker.app import create_celery
 from worker.runtime import Runtime
 
@@ -78,14 +81,20 @@ def bbc_model() -> tuple[LocalClassifier, list[dict[str, Any]]]:
 
 
 def test_threshold_rule_takes_the_lowest_confidence_that_stays_reliably_right() -> None:
+    z = LocalSettings().confidence_z  # the bound the product uses (1.28: one-sided 90%)
     conf = [0.99, 0.98, 0.97, 0.96, 0.95, 0.6, 0.5, 0.4]
     right = [True, True, True, True, True, False, True, False]
-    # 5/5 has a Wilson lower bound (z=1) of 0.83; 6/7 of 0.70: only the top five qualify for 0.8.
-    assert choose_threshold(conf, right, target=0.8, min_support=3) == 0.95
-    assert choose_threshold(conf, right, target=0.8, min_support=6) == NEVER  # too few to trust
-    assert choose_threshold(conf, right, target=0.99, min_support=1) == NEVER  # never that sure
-    # A threshold cannot split equal confidences: the tie at 0.9 is taken or left whole.
-    assert choose_threshold([0.9, 0.9, 0.9, 0.5], [True, True, False, True], 0.5, 1) == 0.5
+    # At z = 1.28, 5/5 has a Wilson lower bound of 0.753, 6/7 of 0.62, 7/8 of 0.66: for 0.75 only the
+    # top five qualify; for 0.8 none does (at z = 1, 5/5 would: 0.83).
+    assert choose_threshold(conf, right, target=0.75, min_support=3, z=z) == 0.95
+    assert choose_threshold(conf, right, target=0.8, min_support=3, z=z) == NEVER
+    assert choose_threshold(conf, right, target=0.8, min_support=3, z=1.0) == 0.95
+    assert choose_threshold(conf, right, target=0.75, min_support=6, z=z) == NEVER  # too few to trust
+    # A threshold cannot split equal confidences: the tie at 0.9 is taken or left whole, so the two
+    # right answers among the three at 0.9 (a bound of 0.55 alone) do not make 0.9 a threshold for 0.5.
+    assert choose_threshold([0.9, 0.9, 0.9, 0.5], [True, True, False, True], 0.5, 1, z=z) == NEVER
+    assert choose_threshold([0.9, 0.9, 0.9, 0.5], [True, True, False, True], 0.4, 1, z=z) == 0.5
+    assert TrainParams.from_settings(LocalSettings()).z == z  # training uses the same bound
 
 
 def test_held_out_slice_is_fixed_by_text() -> None:
@@ -130,19 +139,25 @@ def test_zero_shot_passes_everything_on_and_a_trained_runner_answers_for_free(
     tax = taxonomy_of(unseen)
     docs = [DocIn(i, r["text"]) for i, r in enumerate(unseen[:40])]
     untrained = LocalRunner(taxonomy=tax, tier=local_tier()).run(docs)
-    assert {d.verdict for d in untrained} == {"escalate"} and not any(d.attempts for d in untrained)
+    assert {d.outcome for d in untrained} == {Outcome.escalated} and not any(d.attempts for d in untrained)
     last = LocalRunner(taxonomy=tax, tier=local_tier(), is_last=True).run(docs[:2])
-    assert {d.verdict for d in last} == {"review"}
+    assert {d.outcome for d in last} == {Outcome.review}
     runner = LocalRunner(taxonomy=tax, tier=local_tier(), model=model, model_name="local-v1", reference=len)
     decisions = runner.run(docs)
-    assert {d.verdict for d in decisions} == {"accept", "escalate"}
+    assert {d.outcome for d in decisions} == {Outcome.accepted, Outcome.escalated}
     for d in decisions:
         (a,) = d.attempts
         assert a.cost_nanousd == 0 and a.usage.input_tokens == 0 and a.confidence_method == "local_proba"
         assert a.reference_nanousd == len(docs[d.doc_id].text)  # what the last tier would have cost
-        assert (d.verdict == "accept") == (a.confidence >= model.threshold) == (a.outcome == "accepted")
+        assert (
+            (d.outcome is Outcome.accepted)
+            == (a.confidence >= model.threshold)
+            == (a.outcome is Outcome.accepted)
+        )
     stricter = LocalRunner(taxonomy=tax, tier=local_tier().model_copy(update={"threshold": 1.0}), model=model)
-    assert {d.verdict for d in stricter.run(docs)} == {"escalate"}  # a tier threshold can only add caution
+    assert {d.outcome for d in stricter.run(docs)} == {
+        Outcome.escalated
+    }  # a tier threshold can only add caution
 
 
 @pytest.mark.skipif(not embeddings.available("onnx"), reason="the `embeddings` extra is not installed")
@@ -248,20 +263,18 @@ def test_a_multi_label_model_answers_exact_label_sets_at_the_accuracy_it_promise
     multi = from_dataset_labels("topics", names, multi_label=True)
     docs = [DocIn(i, r["text"]) for i, r in enumerate(unseen[:40])]
     decisions = LocalRunner(taxonomy=multi, tier=local_tier(), model=model).run(docs)
-    accepted = [d for d in decisions if d.verdict == "accept"]
+    accepted = [d for d in decisions if d.outcome is Outcome.accepted]
     assert accepted and all(d.label is None and d.labels is not None for d in accepted)
     assert all(d.attempts[0].labels == d.labels for d in decisions)
     single = from_dataset_labels("topics", names, multi_label=False)
-    assert {d.verdict for d in LocalRunner(taxonomy=single, tier=local_tier(), model=model).run(docs)} == {
-        "escalate"
+    assert {d.outcome for d in LocalRunner(taxonomy=single, tier=local_tier(), model=model).run(docs)} == {
+        Outcome.escalated
     }
 
 
 def test_multi_label_examples_train_a_version_that_answers_with_label_sets(
     tmp_path: Path, database_url: str
 ) -> None:
-    from worker.learning import build_local_runner
-
     engine, settings = store(
         tmp_path, database_url, LocalSettings(features="tfidf", min_support=5, target_accuracy=0.85)
     )
@@ -269,22 +282,23 @@ def test_multi_label_examples_train_a_version_that_answers_with_label_sets(
     tax = from_dataset_labels("reuters", sorted({x for r in data for x in r["labels"]}), multi_label=True)
     items = [{"text": r["text"], "labels": r["labels"]} for r in data[:300]]
     with session_scope(engine) as session:
-        crud.put_taxonomy(session=session, spec=tax)
-        learning.add_examples(session=session, taxonomy=tax, items=items)
-        learning.add_examples(session=session, taxonomy=tax, items=[{"text": "Lunch menu", "labels": []}])
+        taxonomies.put_taxonomy(session=session, spec=tax)
+        examples.add_examples(session=session, taxonomy=tax, items=items)
+        examples.add_examples(session=session, taxonomy=tax, items=[{"text": "Lunch menu", "labels": []}])
         # A single label kept from before the taxonomy became multi-label: not a label set, left out.
         session.add(Example(taxonomy="reuters", text="Old news", label="earn", labels=None, origin="gold"))
         session.flush()
-        texts, labels, _ = learning.training_set(session=session, taxonomy=tax, limit=1000)
+        texts, labels, _ = examples.training_set(session=session, taxonomy=tax, limit=1000)
     assert len(texts) == 301 and all(isinstance(y, tuple) for y in labels)
     assert labels[texts.index("Lunch menu")] == ()  # "none applies" is a label set too
-    row = learning.train_version(engine=engine, settings=settings, taxonomy=tax)
+    row = training.train_version(engine=engine, settings=settings, taxonomy=tax)
     assert row.active and row.metrics["multi_label"] and row.metrics["holdout_accuracy"] > 0.5
-    runner = build_local_runner(settings, tax, "local", row)
+    model, name = training.load(settings, row)
+    runner = build_runner(spec_for(settings, "local", tax, local_model=model, local_model_name=name))
     unseen = data[300:]
     decisions = runner.run([DocIn(i, r["text"]) for i, r in enumerate(unseen)])
     truth = sets_of(unseen)
-    right = [tuple(d.labels or ()) == truth[d.doc_id] for d in decisions if d.verdict == "accept"]
+    right = [tuple(d.labels or ()) == truth[d.doc_id] for d in decisions if d.outcome is Outcome.accepted]
     assert len(right) > len(unseen) * 0.3 and sum(right) / len(right) >= 0.85 - 0.05
     engine.dispose()
 
@@ -302,36 +316,36 @@ def test_versions_are_stored_and_a_worse_model_does_not_replace_a_better_one(
     data = rows("bbc_news")
     tax = taxonomy_of(data, "bbc")
     with session_scope(engine) as session:
-        crud.put_taxonomy(session=session, spec=tax)
-        learning.add_examples(session=session, taxonomy=tax, items=data[:40])
-        assert not learning.retrain_due(session=session, settings=settings, taxonomy="bbc")
-        learning.add_examples(session=session, taxonomy=tax, items=data[40:120])
-        assert learning.retrain_due(session=session, settings=settings, taxonomy="bbc")
+        taxonomies.put_taxonomy(session=session, spec=tax)
+        examples.add_examples(session=session, taxonomy=tax, items=data[:40])
+        assert not local_models.retrain_due(session=session, local=settings.local, taxonomy="bbc")
+        examples.add_examples(session=session, taxonomy=tax, items=data[40:120])
+        assert local_models.retrain_due(session=session, local=settings.local, taxonomy="bbc")
     weak = TrainParams(features="tfidf", c=1e-4)  # regularised to near-constant answers
-    first = learning.train_version(engine=engine, settings=settings, taxonomy=tax, params=weak)
+    first = training.train_version(engine=engine, settings=settings, taxonomy=tax, params=weak)
     assert first.version == 1 and first.active and Path(first.path).exists()  # no incumbent: it answers
     assert first.features == "tfidf" and first.n_train + first.metrics["n_holdout"] == 120
     assert first.score == first.metrics["holdout_accuracy"] and first.metrics["max_example_id"] > 0
     with session_scope(engine) as session:
-        assert not learning.retrain_due(session=session, settings=settings, taxonomy="bbc")
-        learning.add_examples(session=session, taxonomy=tax, items=data[120:180])
-        assert learning.retrain_due(session=session, settings=settings, taxonomy="bbc")
-    better = learning.train_version(engine=engine, settings=settings, taxonomy=tax)
+        assert not local_models.retrain_due(session=session, local=settings.local, taxonomy="bbc")
+        examples.add_examples(session=session, taxonomy=tax, items=data[120:180])
+        assert local_models.retrain_due(session=session, local=settings.local, taxonomy="bbc")
+    better = training.train_version(engine=engine, settings=settings, taxonomy=tax)
     assert better.version == 2 and better.active and better.score > first.score
     # The crippled kind again, on the same labels: it loses on the held-out slice neither model
     # trained on (fixed by text hash), and is stored but not used.
-    worse = learning.train_version(engine=engine, settings=settings, taxonomy=tax, params=weak)
+    worse = training.train_version(engine=engine, settings=settings, taxonomy=tax, params=weak)
     comparison = worse.metrics["comparison"]
     assert comparison["compared"] and comparison["against"] == 2 and comparison["n"] > 20
     assert comparison["candidate_accuracy"] < comparison["incumbent_accuracy"]
     assert worse.version == 3 and not worse.active
     with session_scope(engine) as session:
-        rows_ = learning.versions(session=session, taxonomy="bbc")
+        rows_ = local_models.versions(session=session, taxonomy="bbc")
         assert [(r.version, r.active) for r in rows_] == [(3, False), (2, True), (1, False)]
-        assert learning.active_model(session=session, taxonomy=tax).version == 2  # type: ignore[union-attr]
+        assert local_models.active_model(session=session, taxonomy=tax).version == 2  # type: ignore[union-attr]
         # A taxonomy version without one of the model's labels gets no local model: zero-shot again.
         narrower = Taxonomy(**{**tax.model_dump(), "labels": tax.model_dump()["labels"][:3], "version": 2})
-        assert learning.active_model(session=session, taxonomy=narrower) is None
+        assert local_models.active_model(session=session, taxonomy=narrower) is None
     engine.dispose()
 
 
@@ -486,7 +500,7 @@ def settle(
     while time.monotonic() < deadline:
         docs = [client.get(f"/v1/documents/{i}").json() for i in ids]
         with session_scope(engine) as session:
-            due = learning.retrain_due(session=session, settings=settings, taxonomy="bbc")
+            due = local_models.retrain_due(session=session, local=settings.local, taxonomy="bbc")
         busy = broker.keys("docsort:retrain:*")
         if all(d["status"] in FINAL for d in docs) and not due and not busy:
             return docs

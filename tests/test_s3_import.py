@@ -24,13 +24,14 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from docsort.config import S3Settings, Settings
+from core.config import S3Settings, Settings
+from core.messaging import queue_names
 from docsort.demo import samples
 from docsort.services import free_port
 from tests import conftest
 from tests.conftest import ROOT, make_settings
 from tests.s3_fixtures import MANY, MAX_DOCUMENT_BYTES, MAX_OBJECT_BYTES, S3Server, put_many, s3_server  # noqa: F401
-from worker.app import create_celery, queue_names
+from worker.app import create_celery
 
 FINAL = {"done", "failed"}
 
@@ -438,8 +439,9 @@ def test_import_end_to_end_through_the_cli_with_costs_and_write_back(
 
 
 def test_sources_results_keys_and_record_text() -> None:
-    from docsort.errors import InvalidInput
-    from ingest.s3 import Limits, ObjectInfo, S3Location, precheck, record_id, record_text
+    from core.errors import InvalidInput
+    from ingest.records import record_id, record_text
+    from ingest.s3 import Limits, ObjectInfo, S3Location, precheck
 
     assert S3Location.parse("s3://bucket") == S3Location("bucket", "")
     assert S3Location.parse("s3://my.bucket/a/b/") == S3Location("my.bucket", "a/b/")

@@ -1,7 +1,7 @@
 """Entry point for the celery command: `celery -A worker.entry:app worker -E`."""
 
-from docsort.config import Settings
-from docsort.logs import setup_logging
+from core.config import Settings
+from core.logs import setup_logging
 from worker.app import create_celery
 
 settings = Settings()

@@ -8,8 +8,8 @@ import redis
 from pydantic import BaseModel
 
 from classifiers.providers.base import ChatModel, Completion
-from docsort.config import ModelTier
-from docsort.errors import RateLimited
+from core.config import ModelTier
+from core.errors import RateLimited
 
 
 class MinuteWindow:

@@ -7,7 +7,7 @@ import random
 import redis.exceptions
 import sqlalchemy.exc
 
-from docsort.errors import PermanentModelError, RateLimited, TransientModelError, Unavailable
+from core.errors import PermanentModelError, RateLimited, TransientModelError, Unavailable
 
 # Retried by Celery with exponential backoff and jitter (declared on the tasks).
 RETRYABLE: tuple[type[BaseException], ...] = (

@@ -1,4 +1,4 @@
-"""Per-process state of a worker: the engine, and tier runners cached by taxonomy version."""
+"""Per-process state of a worker: the engine, taxonomy versions and tier runners, cached by version."""
 
 from __future__ import annotations
 
@@ -6,21 +6,23 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
+import httpx2  # the HTTP library of the openai client (a fork of httpx), the seam for injected faults
+from celery import Celery, Task
 from sqlalchemy import Engine
 
-from classifiers.calibration import Calibrator
-from classifiers.cascade import TierRunner
-from classifiers.local_runner import Runner
-from classifiers.providers import get_model
+from classifiers.decision import Runner
+from classifiers.runners import build_runner, spec_for
 from classifiers.taxonomy import Taxonomy
-from classifiers.tokens import get_tokenizer
-from docsort.config import Settings
-from store import crud, learning
+from core.config import Settings
+from store import calibrations, local_models, taxonomies
 from store.db import make_engine, session_scope
 from store.models import Calibration
+from worker import training
 from worker.ratelimit import limited
+
+CALIBRATION_TTL_S = 10.0  # a new calibration reaches every worker within this
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Runtime:
     """What tasks need, built lazily in each worker process (engines do not survive fork)."""
 
     settings: Settings
-    http_client: httpx.Client | None = None
+    http_client: httpx2.Client | None = None
     _engine: Engine | None = None
     _pid: int = 0
     _runners: dict[tuple[str, int, str, int], Runner] = field(default_factory=dict)
@@ -51,25 +53,9 @@ class Runtime:
         key = (name, version)
         if key not in self._taxonomies:
             with session_scope(self.engine) as session:
-                row = crud.get_taxonomy(session=session, name=name, version=version)
-                if row is None:
-                    raise LookupError(f"taxonomy {name} v{version} is not stored")
-                self._taxonomies[key] = crud.to_runtime(row)
+                row = taxonomies.require(session=session, name=name, version=version)
+                self._taxonomies[key] = taxonomies.to_runtime(row)
         return self._taxonomies[key]
-
-    def local_runner(self, taxonomy: Taxonomy, tier_name: str) -> Runner:
-        """The local tier's runner with the taxonomy's active model (none until one is trained)."""
-        from worker.learning import build_local_runner
-
-        with session_scope(self.engine) as session:
-            row = learning.active_model(session=session, taxonomy=taxonomy)
-        key = (taxonomy.name, taxonomy.version, tier_name, (row.id or 0) if row else 0)
-        with self._lock:
-            if key not in self._runners:
-                for stale in [k for k in self._runners if k[:3] == key[:3]]:
-                    del self._runners[stale]  # a replaced model version
-                self._runners[key] = build_local_runner(self.settings, taxonomy, tier_name, row)
-            return self._runners[key]
 
     def _calibration(self, taxonomy: str, tier: str) -> Calibration | None:
         """The newest calibration, looked up at most every few seconds (it changes rarely)."""
@@ -79,32 +65,45 @@ class Runtime:
         if cached is not None and cached[0] > now:
             return cached[1]
         with session_scope(self.engine) as session:
-            calibration = crud.latest_calibration(session=session, taxonomy=taxonomy, tier=tier)
-        self._calibrations[key] = (now + 10.0, calibration)
+            calibration = calibrations.latest_calibration(session=session, taxonomy=taxonomy, tier=tier)
+        self._calibrations[key] = (now + CALIBRATION_TTL_S, calibration)
         return calibration
 
     def runner(self, taxonomy: Taxonomy, tier_name: str) -> Runner:
-        """A runner for a taxonomy version and tier, with its current calibration."""
+        """The runner of a tier for a taxonomy version: its active local model or its calibration."""
+        extra: dict[str, Any]
         if self.settings.tier(tier_name).kind == "local":
-            return self.local_runner(taxonomy, tier_name)
-        calibration = self._calibration(taxonomy.name, tier_name)
-        cal_id = calibration.id if calibration and calibration.id else 0
-        key = (taxonomy.name, taxonomy.version, tier_name, cal_id)
+            with session_scope(self.engine) as session:
+                row = local_models.active_model(session=session, taxonomy=taxonomy)
+            version = (row.id or 0) if row else 0
+            extra = {}
+        else:
+            calibration = self._calibration(taxonomy.name, tier_name)
+            version = (calibration.id or 0) if calibration else 0
+            extra = {"http_client": self.http_client, "wrap": self._limits}
+            if calibration is not None:
+                extra.update(calibration=calibration.params, threshold=calibration.threshold)
+        key = (taxonomy.name, taxonomy.version, tier_name, version)
         with self._lock:
             if key not in self._runners:
-                tier = self.settings.tier(tier_name)
-                if calibration is not None:
-                    tier = tier.model_copy(update={"threshold": calibration.threshold})
-                calibrate = Calibrator.from_params(calibration.params) if calibration else None
-                self._runners[key] = TierRunner(
-                    taxonomy=taxonomy,
-                    model=limited(get_model(tier, self.http_client), self.settings.redis_url),
-                    tokenizer=get_tokenizer(
-                        tier.tokenizer,
-                        str(self.settings.weights_path(tier.weights)) if tier.weights else None,
-                    ),
-                    calibrate=calibrate,
-                    is_last=self.settings.next_tier(tier_name) is None,
-                    reference_price=self.settings.models[-1].price,
-                )
+                for stale in [k for k in self._runners if k[:3] == key[:3]]:
+                    del self._runners[stale]  # a replaced model version or calibration
+                if self.settings.tier(tier_name).kind == "local":
+                    model, name = training.load(self.settings, row)
+                    extra = {"local_model": model, "local_model_name": name}
+                self._runners[key] = build_runner(spec_for(self.settings, tier_name, taxonomy, **extra))
             return self._runners[key]
+
+    def _limits(self, model: Any) -> Any:
+        return limited(model, self.settings.redis_url)
+
+
+class DocsortCelery(Celery):
+    """The workers' Celery app: the tasks reach the process runtime through it, never a global."""
+
+    runtime: Runtime
+
+
+def runtime_of(task: Task[Any, Any]) -> Runtime:
+    """The runtime of the app a task is bound to."""
+    return cast(DocsortCelery, task.app).runtime

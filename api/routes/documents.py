@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import MAX_DB_INT, CeleryDep, IdPath, SessionDep, SettingsDep, kick
+from api.deps import MAX_DB_INT, CeleryDep, IdPath, SessionDep, SettingsDep
 from api.limits import check_json_values
 from api.schemas import (
     Accepted,
@@ -19,11 +19,14 @@ from api.schemas import (
     DocumentsPublic,
     problem_responses,
 )
-from docsort.config import Settings
-from docsort.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from ingest.extract import extract
-from store import crud
-from store.models import NANO, AttemptPublic, Document, DocumentCreate, Status
+from core import messaging
+from core.config import Settings
+from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from core.vocab import Status
+from ingest import records
+from ingest.extract import decode, extension
+from store import documents, taxonomies
+from store.models import NANO, AttemptPublic, Document, DocumentCreate
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 MAX_FORM_FIELDS = 20  # non-file fields of an upload (only `taxonomy` is read)
@@ -62,6 +65,12 @@ _REQUEST_BODY = {
                         "minItems": 1,
                     },
                     "taxonomy": {"type": "string"},
+                    "mode": {
+                        "type": "string",
+                        "enum": ["document_per_file", "document_per_line"],
+                        "description": "document_per_line: each .jsonl line, .csv row or .json array "
+                        "element is a document",
+                    },
                 },
                 "required": ["files"],
             }
@@ -138,19 +147,45 @@ async def _from_form(request: Request, settings: Settings) -> tuple[list[Documen
     if not files:
         raise InvalidInput("multipart upload has no files (field 'files')")
     taxonomy = form.get("taxonomy")
-    items = []
+    mode = form.get("mode") or "document_per_file"
+    if mode not in ("document_per_file", "document_per_line"):
+        raise InvalidInput(f"mode must be document_per_file or document_per_line, got {str(mode)[:40]!r}")
+    items: list[DocumentCreate] = []
     for upload in files:
-        data = await upload.read()
-        if len(data) > settings.api.max_document_bytes:
-            raise PayloadTooLarge(
-                f"{upload.filename}: {len(data)} bytes; the limit is {settings.api.max_document_bytes}",
-                limit=settings.api.max_document_bytes,
-            )
         name = upload.filename or "upload.txt"
-        items.append(
-            DocumentCreate(text=extract(name, data), external_id=name[:256], metadata={"filename": name})
-        )
+        # A file of records may hold many documents: the request limit bounds it, not the document one.
+        per_line = mode == "document_per_line" and extension(name) in records.RECORD_TYPES
+        limit = settings.api.max_request_bytes if per_line else settings.api.max_document_bytes
+        data = await upload.read()
+        if len(data) > limit:
+            raise PayloadTooLarge(f"{name}: {len(data)} bytes; the limit is {limit}", limit=limit)
+        if per_line:
+            items += _records(name, data, settings)
+        else:
+            items.append(
+                DocumentCreate(
+                    text=records.text_of(name, data), external_id=name[:256], metadata={"filename": name}
+                )
+            )
     return items, taxonomy if isinstance(taxonomy, str) else None
+
+
+def _records(name: str, data: bytes, settings: Settings) -> list[DocumentCreate]:
+    """One document per record of an uploaded .jsonl, .csv or .json file; a bad record is a 422."""
+    items = []
+    for record in records.parse(extension(name), decode(data, name=name), settings.api.max_document_bytes):
+        if record.problem:
+            raise InvalidInput(f"{name} record {record.number}: {record.problem}")
+        items.append(
+            DocumentCreate(
+                text=record.text,
+                external_id=record.external_id or records.clip(f"{name}#L{record.number}"),
+                metadata={"filename": name, "line": record.number},
+            )
+        )
+    if not items:
+        raise InvalidInput(f"{name}: no records")
+    return items
 
 
 @router.post(
@@ -180,13 +215,12 @@ async def post_documents(
     for item in items:
         by_taxonomy.setdefault(item.taxonomy or name, []).append(item)
     accepted: list[Accepted] = []
-    stage = settings.models[0].name
+    first_tier = settings.models[0].name
     new = 0
     for tax_name, group in by_taxonomy.items():
-        taxonomy = crud.get_taxonomy(session=session, name=tax_name)
-        assert taxonomy is not None
-        for doc, created in crud.create_documents(
-            session=session, items=group, taxonomy=taxonomy, stage=stage
+        taxonomy = taxonomies.require(session=session, name=tax_name)
+        for doc, created in documents.create_documents(
+            session=session, items=group, taxonomy=taxonomy, first_tier=first_tier
         ):
             assert doc.id is not None
             new += created
@@ -194,12 +228,13 @@ async def post_documents(
                 Accepted(id=doc.id, status=doc.status, duplicate=not created, external_id=doc.external_id)
             )
     session.commit()  # stored before queued: nothing accepted is lost if the queue is down
-    queued = kick(celery, settings, stage=stage, count=new) if new else True
+    # Already stored: if the broker is down, the reconciler queues them later.
+    queued = messaging.kick(celery, settings, tier=first_tier, count=new) if new else True
     return AcceptedList(data=accepted, count=len(accepted), queued=queued)
 
 
 def to_public(
-    doc: Document, attempts: list[AttemptPublic], cost_nanousd: int | None = None
+    doc: Document, attempts: list[AttemptPublic], cost_nanousd: int | None = None, *, text: bool = False
 ) -> DocumentPublic:
     """A document as the API shows it."""
     assert doc.id is not None
@@ -210,17 +245,18 @@ def to_public(
         taxonomy_version=doc.taxonomy_version,
         status=doc.status,
         status_reason=doc.status_reason,
-        stage=doc.stage,
+        stage=doc.current_tier,
         label=doc.label,
         labels=doc.labels,
         confidence=doc.confidence,
-        tier=doc.tier,
+        tier=doc.answered_by,
         model=doc.model,
         metadata=doc.meta or {},
         source=doc.source,
         cost_usd=(cost_nanousd / NANO) if cost_nanousd is not None else sum(a.cost_usd for a in attempts),
         created_at=doc.created_at,
         updated_at=doc.updated_at,
+        text=doc.text if text else None,
         attempts=attempts,
     )
 
@@ -229,7 +265,7 @@ def public_attempts(session: Any, document_id: int) -> list[AttemptPublic]:
     """A document's attempts with costs in dollars."""
     return [
         AttemptPublic(**a.model_dump(), cost_usd=a.cost_nanousd / NANO)
-        for a in crud.list_attempts(session=session, document_id=document_id)
+        for a in documents.list_attempts(session=session, document_id=document_id)
     ]
 
 
@@ -240,8 +276,8 @@ def public_attempts(session: Any, document_id: int) -> list[AttemptPublic]:
 )
 def get_document(document_id: IdPath, session: SessionDep) -> DocumentPublic:
     """A document's status, label, confidence, tier and every attempt with its cost."""
-    doc = crud.get_document(session=session, document_id=document_id)
-    return to_public(doc, public_attempts(session, document_id))
+    doc = documents.get_document(session=session, document_id=document_id)
+    return to_public(doc, public_attempts(session, document_id), text=True)
 
 
 @router.get("", response_model=DocumentsPublic)
@@ -256,10 +292,10 @@ def list_documents(
     ] = None,
 ) -> DocumentsPublic:
     """Documents in id order, filtered, with keyset pagination."""
-    docs = crud.list_documents(
+    docs = documents.list_documents(
         session=session, status=status, label=label, taxonomy=taxonomy, limit=limit, after=cursor
     )
-    costs = crud.costs_for(session=session, ids=[doc.id for doc in docs if doc.id is not None])
+    costs = documents.costs_for(session=session, ids=[doc.id for doc in docs if doc.id is not None])
     data = [to_public(doc, [], costs.get(doc.id or 0, 0)) for doc in docs]
     next_cursor = data[-1].id if len(data) == limit else None
     return DocumentsPublic(data=data, count=len(data), next_cursor=next_cursor)

@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from celery import Celery
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session
 
 from api.deps import CeleryDep, IdPath, SessionDep, SettingsDep
 from api.limits import check_json_values
 from api.routes.documents import public_attempts, to_public
 from api.routes.taxonomies import NamePath
 from api.schemas import DocumentPublic, Problem, problem_responses
-from docsort.errors import InvalidInput
-from store import crud, learning
-from worker.learning import request_retrains
+from core import messaging
+from core.config import Settings
+from core.errors import InvalidInput
+from core.messaging import TaskName
+from store import examples, local_models, taxonomies
 
 router = APIRouter(tags=["learning"])
 CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -74,6 +78,14 @@ class LocalModelPublic(BaseModel):
     created_at: datetime
 
 
+def _retrain(session: Session, settings: Settings, celery: Celery, taxonomy: str) -> bool:
+    """Queue a retrain of taxonomy's local model if enough labels came (and none is queued)."""
+    due = settings.learns and local_models.retrain_due(
+        session=session, local=settings.local, taxonomy=taxonomy
+    )
+    return due and messaging.send_once(celery, settings, TaskName.retrain, [taxonomy])
+
+
 def _check_texts(texts: list[str]) -> None:
     for index, text in enumerate(texts):
         if not text.strip():
@@ -91,7 +103,6 @@ def _check_texts(texts: list[str]) -> None:
 def post_examples(
     name: NamePath,
     body: ExamplesIn,
-    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
@@ -100,12 +111,12 @@ def post_examples(
     items = [e.model_dump() for e in body.examples]
     check_json_values(items, where="examples")
     _check_texts([e.text for e in body.examples])
-    row = crud.get_taxonomy(session=session, name=name)
-    assert row is not None
-    stored = learning.add_examples(session=session, taxonomy=crud.to_runtime(row), items=items)
+    row = taxonomies.require(session=session, name=name)
+    stored = examples.add_examples(session=session, taxonomy=taxonomies.to_runtime(row), items=items)
     session.commit()  # the retrain task reads them from another connection
-    queued = request_retrains(celery, settings, request.app.state.engine, [name])
-    return ExamplesStored(taxonomy=name, stored=stored, retrain_queued=bool(queued))
+    return ExamplesStored(
+        taxonomy=name, stored=stored, retrain_queued=_retrain(session, settings, celery, name)
+    )
 
 
 @router.get(
@@ -115,10 +126,10 @@ def post_examples(
 )
 def get_local_models(name: NamePath, session: SessionDep) -> list[LocalModelPublic]:
     """Every trained version of the taxonomy's local model, newest first; one at most is active."""
-    crud.get_taxonomy(session=session, name=name)
+    taxonomies.require(session=session, name=name)
     return [
         LocalModelPublic.model_validate(row, from_attributes=True)
-        for row in learning.versions(session=session, taxonomy=name)
+        for row in local_models.versions(session=session, taxonomy=name)
     ]
 
 
@@ -130,14 +141,13 @@ def get_local_models(name: NamePath, session: SessionDep) -> list[LocalModelPubl
 def review_document(
     document_id: IdPath,
     body: ReviewIn,
-    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> DocumentPublic:
     """A person's label for a finished document: it becomes the answer, and a label to learn from."""
     check_json_values(body.model_dump(), where="review")
-    doc = learning.review(session=session, document_id=document_id, label=body.label, labels=body.labels)
+    doc = examples.review(session=session, document_id=document_id, label=body.label, labels=body.labels)
     session.commit()
-    request_retrains(celery, settings, request.app.state.engine, [doc.taxonomy])
+    _retrain(session, settings, celery, doc.taxonomy)
     return to_public(doc, public_attempts(session, document_id))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from celery import Celery
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,11 +18,15 @@ from sqlmodel import Session
 from api.deps import MAX_DB_INT, CeleryDep, IdPath, SessionDep, SettingsDep
 from api.routes.documents import to_public
 from api.schemas import DocumentsPublic, problem_responses
-from docsort.config import Settings
-from docsort.errors import DocsortError, Forbidden
-from ingest.s3 import Mode, S3Location
-from store import crud, imports
-from store.models import NANO, ImportJob, Status
+from core import messaging
+from core.config import Settings
+from core.errors import DocsortError, Forbidden
+from core.messaging import TaskName
+from core.vocab import ImportStatus, Status
+from ingest.records import Mode
+from ingest.s3 import S3Location
+from store import documents, imports, taxonomies
+from store.models import NANO, ImportJob
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
 NOT_FOUND = problem_responses(404)  # no such import (or, on POST, taxonomy)
@@ -68,7 +71,7 @@ class ImportAccepted(BaseModel):
     """A started import."""
 
     id: int
-    status: str
+    status: ImportStatus
     queued: bool = Field(description="False if the queue was unreachable; the reconciler starts it")
 
 
@@ -96,7 +99,7 @@ class ImportPublic(BaseModel):
     endpoint_url: str | None
     taxonomy: str
     mode: str
-    status: str = Field(description="listing | classifying | done | failed")
+    status: ImportStatus = Field(description="listing | classifying | done | failed")
     error: str | None
     listed: int = Field(description="Objects listed so far")
     accepted: int = Field(description="New documents stored")
@@ -114,11 +117,11 @@ class ImportPublic(BaseModel):
     updated_at: datetime
 
 
-def status_of(job: ImportJob, pending: int) -> str:
+def status_of(job: ImportJob, pending: int) -> ImportStatus:
     """The import's status as shown: listing, classifying, done or failed."""
-    if job.status != imports.LISTED:
+    if job.status != ImportStatus.listed:
         return job.status
-    return "classifying" if pending else "done"
+    return ImportStatus.classifying if pending else ImportStatus.done
 
 
 def _skip(row: Any) -> Skip:
@@ -154,20 +157,6 @@ def public(session: Session, job: ImportJob) -> ImportPublic:
     )
 
 
-def _queue(celery: Celery, task: str, import_id: int) -> bool:
-    try:
-        celery.send_task(
-            task,
-            args=[import_id],
-            queue="imports",
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-        return True
-    except Exception:  # stored already: the import reconciler starts it when the broker is back
-        return False
-
-
 def _check_endpoint(url: str | None, settings: Settings) -> None:
     """Refuse an endpoint the deployment does not allow (the workers would connect to it)."""
     s3 = settings.s3
@@ -189,13 +178,13 @@ def post_import(
     """Start importing every object under an S3 prefix; 202 with the import's id."""
     name = body.taxonomy or settings.default_taxonomy.name
     _check_endpoint(body.endpoint_url, settings)
-    crud.get_taxonomy(session=session, name=name)  # NotFound: 404
+    taxonomies.require(session=session, name=name)  # NotFound: 404
     job = imports.create_import(
         session=session, source=body.source, taxonomy=name, endpoint_url=body.endpoint_url, mode=body.mode
     )
     session.commit()  # stored before queued
     assert job.id is not None
-    queued = _queue(celery, "docsort.import_run", job.id)
+    queued = messaging.send(celery, TaskName.import_run, [job.id])  # else the import reconciler does
     return ImportAccepted(id=job.id, status=job.status, queued=queued)
 
 
@@ -210,7 +199,7 @@ def resume_import(import_id: IdPath, session: SessionDep, celery: CeleryDep) -> 
     """Continue a failed or stalled import from its last stored page (nothing is imported twice)."""
     job = imports.resume(session=session, import_id=import_id)
     session.commit()
-    queued = job.status == imports.LISTING and _queue(celery, "docsort.import_run", import_id)
+    queued = job.status == ImportStatus.listing and messaging.send(celery, TaskName.import_run, [import_id])
     pending = imports.progress(session=session, import_id=import_id)["pending"]
     return ImportAccepted(id=import_id, status=status_of(job, pending), queued=queued)
 
@@ -244,10 +233,10 @@ def list_documents(
 ) -> DocumentsPublic:
     """The documents this import stored, with labels, in id order (keyset pagination)."""
     imports.get_import(session=session, import_id=import_id)
-    docs = crud.list_documents(
+    docs = documents.list_documents(
         session=session, status=status, label=label, import_id=import_id, limit=limit, after=cursor
     )
-    costs = crud.costs_for(session=session, ids=[doc.id for doc in docs if doc.id is not None])
+    costs = documents.costs_for(session=session, ids=[doc.id for doc in docs if doc.id is not None])
     data = [to_public(doc, [], costs.get(doc.id or 0, 0)) for doc in docs]
     return DocumentsPublic(
         data=data, count=len(data), next_cursor=data[-1].id if len(data) == limit else None
@@ -309,5 +298,5 @@ def write_back(import_id: IdPath, session: SessionDep, celery: CeleryDep) -> Wri
     """Write the results so far to S3 as one JSONL object next to the source prefix."""
     job = imports.get_import(session=session, import_id=import_id)
     location = S3Location.parse(job.source)
-    queued = _queue(celery, "docsort.import_write_back", import_id)
+    queued = messaging.send(celery, TaskName.import_write_back, [import_id])
     return WriteBack(id=import_id, uri=location.uri(location.results_key(import_id)), queued=queued)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from celery import Celery
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
 from api.schemas import CostReport, TierCost
-from store import crud
-from store.models import NANO, Status, utcnow
+from core import messaging
+from core.vocab import Status
+from store import reports
+from store.models import NANO, utcnow
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["reports"])
 @router.get("/costs", response_model=CostReport)
 def get_costs(session: SessionDep) -> CostReport:
     """Totals by tier and model, cost per 1,000 documents, and the saving against the last tier."""
-    report = crud.cost_report(session=session)
+    report = reports.cost_report(session=session)
     total = sum(t["cost_nanousd"] for t in report["by_tier"])
     baseline = report["baseline_nanousd"]
     documents = report["documents"]
@@ -57,29 +58,17 @@ class Stats(BaseModel):
     cost_usd: float
 
 
-def queue_depths(celery: Celery, names: list[str]) -> dict[str, int | None]:
-    """Messages waiting in each Redis queue (None when Redis does not answer)."""
-    try:
-        with celery.connection_for_read() as conn:
-            client = conn.default_channel.client
-            return {name: int(client.llen(name)) for name in names}
-    except Exception:
-        return dict.fromkeys(names)
-
-
 @router.get("/stats", response_model=Stats)
 def get_stats(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Stats:
     """Documents by status, queue depths, throughput over the last minutes, and cost so far."""
-    from worker.app import queue_names
-
     now = utcnow()
     rates = {
-        minutes: crud.finished_since(session=session, since=now - timedelta(minutes=minutes)) / minutes
+        minutes: reports.finished_since(session=session, since=now - timedelta(minutes=minutes)) / minutes
         for minutes in (1, 5, 15)
     }
     return Stats(
-        documents={status.value: 0 for status in Status} | crud.counts_by_status(session=session),
-        queues=queue_depths(celery, queue_names(settings)),
+        documents={status.value: 0 for status in Status} | reports.counts_by_status(session=session),
+        queues=messaging.queue_depths(settings, messaging.queue_names(settings)),
         throughput_per_min=Throughput(last_1m=rates[1], last_5m=rates[5], last_15m=rates[15]),
-        cost_usd=crud.total_cost(session=session) / NANO,
+        cost_usd=reports.total_cost(session=session) / NANO,
     )

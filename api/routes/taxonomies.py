@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep
 from api.limits import check_json_values
 from api.schemas import problem_responses
-from docsort.config import LabelSpec, TaxonomySpec
-from docsort.errors import InvalidInput
-from store import crud
+from core.config import LabelSpec, TaxonomySpec
+from core.errors import InvalidInput
+from store import taxonomies
 from store.models import Taxonomy
 
 router = APIRouter(prefix="/v1/taxonomies", tags=["taxonomies"])
@@ -56,12 +56,12 @@ def put_taxonomy(name: NamePath, body: TaxonomyIn, session: SessionDep) -> Taxon
         spec = TaxonomySpec(name=name, **body.model_dump())
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
-    return _public(crud.put_taxonomy(session=session, spec=spec))
+    return _public(taxonomies.put_taxonomy(session=session, spec=spec))
 
 
 @router.get("/{name}", response_model=TaxonomyPublic, responses=problem_responses(404))
 def get_taxonomy(name: NamePath, session: SessionDep) -> TaxonomyPublic:
     """The current version of a taxonomy."""
-    row = crud.get_taxonomy(session=session, name=name)
+    row = taxonomies.get_taxonomy(session=session, name=name)
     assert row is not None
     return _public(row)

@@ -1,6 +1,6 @@
-"""Model endpoints behind one small Protocol, registered by endpoint kind."""
+"""Model endpoints behind one small Protocol; classifiers/runners.py picks the adapter by tier kind."""
 
-from classifiers.providers import openai_compat as _openai_compat  # noqa: F401  (registers kinds)
-from classifiers.providers.base import ChatModel, Completion, UnknownModelKind, get_model, register
+from classifiers.providers.base import ChatModel, Completion
+from classifiers.providers.openai_compat import LlamaCppModel, OpenAIModel
 
-__all__ = ["ChatModel", "Completion", "UnknownModelKind", "get_model", "register"]
+__all__ = ["ChatModel", "Completion", "LlamaCppModel", "OpenAIModel"]

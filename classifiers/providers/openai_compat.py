@@ -7,16 +7,16 @@ import time
 import uuid
 from typing import Any
 
-import httpx2 as httpx  # the HTTP library of the openai client (a fork of httpx)
+import httpx2  # the HTTP library of the openai client (a fork of httpx)
 import openai
 from pydantic import BaseModel
 
 from classifiers.confidence import TokenLogprob
 from classifiers.costs import Usage
-from classifiers.providers.base import Completion, register
+from classifiers.providers.base import Completion
 from classifiers.taxonomy import strict_schema
-from docsort.config import ModelTier
-from docsort.errors import (
+from core.config import ModelTier
+from core.errors import (
     InvalidAnswer,
     PermanentModelError,
     RateLimited,
@@ -24,7 +24,7 @@ from docsort.errors import (
 )
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def _retry_after(response: httpx2.Response | None) -> float | None:
     if response is None:
         return None
     value = response.headers.get("retry-after")
@@ -37,7 +37,7 @@ def _retry_after(response: httpx.Response | None) -> float | None:
 class OpenAIModel:
     """An OpenAI-style endpoint; the transport decides how the schema is forced."""
 
-    def __init__(self, tier: ModelTier, http_client: httpx.Client | None = None) -> None:
+    def __init__(self, tier: ModelTier, http_client: httpx2.Client | None = None) -> None:
         self.tier = tier
         self._client = openai.OpenAI(
             base_url=tier.base_url,
@@ -186,13 +186,3 @@ class LlamaCppModel(OpenAIModel):
         for tool in fields.get("tools", []):
             tool["function"].pop("strict", None)
         return fields
-
-
-@register("openai")
-def _openai(tier: ModelTier, http_client: httpx.Client | None) -> OpenAIModel:
-    return OpenAIModel(tier, http_client)
-
-
-@register("llamacpp")
-def _llamacpp(tier: ModelTier, http_client: httpx.Client | None) -> LlamaCppModel:
-    return LlamaCppModel(tier, http_client)

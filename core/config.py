@@ -84,7 +84,8 @@ class ModelTier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,30}$")
-    kind: Literal["openai", "llamacpp", "local"] = "openai"  # local: classifiers/local.py, free
+    # A runner kind registered in classifiers/runners.py (openai, llamacpp, local); checked at start.
+    kind: str = Field("openai", pattern=r"^[a-z][a-z0-9_]{0,30}$")
     base_url: str = "https://api.openai.com/v1"
     api_key: SecretStr = SecretStr("not-needed")
     model: str = "gpt-4o-mini"
@@ -115,10 +116,6 @@ class ModelTier(BaseModel):
         if self.kind == "local" and "threshold" not in self.model_fields_set:
             self.threshold = 0.0  # a local tier's threshold is a floor; its model brings a calibrated one
         return self
-
-    @property
-    def queue(self) -> str:
-        return f"tier.{self.name}"
 
 
 def openai_tiers(api_key: str) -> list[ModelTier]:
@@ -404,6 +401,11 @@ class Settings(BaseSettings):
     def llm_tiers(self) -> list[ModelTier]:
         """The tiers that call a model (every one but the learned local tier), in cascade order."""
         return [tier for tier in self.models if tier.kind != "local"]
+
+    @property
+    def learns(self) -> bool:
+        """Whether the cascade has a local tier, and so whether labels are worth keeping."""
+        return any(tier.kind == "local" for tier in self.models)
 
     def tier(self, name: str) -> ModelTier:
         """The tier called name, or KeyError."""

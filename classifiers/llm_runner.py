@@ -1,60 +1,27 @@
-"""One tier's pass over documents: pack, ask, validate, re-ask, score confidence, decide."""
+"""An LLM tier's pass over documents: pack, ask, validate, re-ask, score confidence, decide."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from classifiers.confidence import TokenLogprob, label_confidence, stated_confidence
 from classifiers.costs import Usage, cost_nanousd, split, split_usage
+from classifiers.decision import AttemptRecord, Decision, unsure
 from classifiers.packing import DocIn, Packed, pack, renumber, system_prompt, user_prompt
 from classifiers.providers.base import ChatModel, Completion
 from classifiers.taxonomy import Taxonomy, answer_models
 from classifiers.tokens import Tokenizer
-from docsort.config import Price
-from docsort.errors import ModelError, PermanentModelError
+from core.config import Price
+from core.errors import ModelError, PermanentModelError
+from core.vocab import Outcome
 
-Verdict = Literal["accept", "escalate", "review"]
 Calibrator = Callable[[float], float]
-
-
-@dataclass
-class AttemptRecord:
-    """One document's share of one request: what it answered and what it cost."""
-
-    doc_id: int
-    tier: str
-    model: str
-    request_id: str
-    usage: Usage
-    cost_nanousd: int
-    reference_nanousd: int
-    latency_ms: int
-    outcome: str = "invalid"
-    label: str | None = None
-    labels: list[str] | None = None
-    confidence: float | None = None
-    raw_confidence: float | None = None
-    confidence_method: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class Decision:
-    """A tier's verdict on one document, with every attempt it took."""
-
-    doc_id: int
-    verdict: Verdict
-    label: str | None = None
-    labels: list[str] | None = None
-    confidence: float | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    reason: str | None = None
 
 
 @dataclass
@@ -66,8 +33,8 @@ class _Answer:
 
 
 @dataclass
-class TierRunner:
-    """Everything one tier needs to classify; build once, call for each batch."""
+class LLMRunner:
+    """Everything an LLM tier needs to classify; build once, call for each batch."""
 
     taxonomy: Taxonomy
     model: ChatModel
@@ -165,7 +132,7 @@ class TierRunner:
                 record.raw_confidence = answer.raw_confidence
                 record.confidence = self._calibrated(answer.raw_confidence)
                 record.confidence_method = answer.method
-                record.outcome = self._verdict(record.confidence)
+                record.outcome = self._outcome(record.confidence)
             attempts[p.doc.id].append(record)
         return missing
 
@@ -255,10 +222,10 @@ class TierRunner:
             return None
         return float(self.calibrate(raw)) if self.calibrate else raw
 
-    def _verdict(self, confidence: float | None) -> str:
+    def _outcome(self, confidence: float | None) -> Outcome:
         if confidence is not None and confidence >= self.model.tier.threshold:
-            return "accepted"
-        return "review" if self.is_last else "escalated"
+            return Outcome.accepted
+        return unsure(self.is_last)
 
     def _failed(self, packed: Packed, exc: Exception) -> AttemptRecord:
         tier = self.model.tier
@@ -276,16 +243,12 @@ class TierRunner:
 
     def _decide(self, doc_id: int, answer: _Answer | None, attempts: list[AttemptRecord]) -> Decision:
         if answer is None:
-            verdict: Verdict = "review" if self.is_last else "escalate"
-            return Decision(doc_id=doc_id, verdict=verdict, attempts=attempts)
-        confidence = attempts[-1].confidence
-        outcome = attempts[-1].outcome
-        verdict = {"accepted": "accept", "escalated": "escalate"}.get(outcome, "review")  # type: ignore[assignment]
+            return Decision(doc_id=doc_id, outcome=unsure(self.is_last), attempts=attempts)
         return Decision(
             doc_id=doc_id,
-            verdict=verdict,
+            outcome=attempts[-1].outcome,
             label=answer.label,
             labels=answer.labels,
-            confidence=confidence,
+            confidence=attempts[-1].confidence,
             attempts=attempts,
         )

@@ -10,11 +10,13 @@
     │   └── InvalidInput           422
     ├── Unauthorized               401
     ├── Unavailable                a dependency is down (503, Retry-After)
-    └── ModelError                 a model endpoint misbehaved
+    ├── ConfigError                the settings name something that does not exist (refused at start)
+    ├── SpendCapReached            a spending cap leaves no room for a request: its documents wait
+    └── ModelError                 a model endpoint misbehaved (unanswered: it may have billed)
         ├── TransientModelError    worth retrying: 429, 5xx, timeout, refused connection
         │   └── RateLimited        429, with the endpoint's Retry-After
         ├── PermanentModelError    retrying cannot help: 400, 401, 404, bad configuration
-        └── InvalidAnswer          the answer broke the schema; re-ask, then escalate
+        └── InvalidAnswer          the answer broke the schema or was unreadable; re-ask, then escalate
 
 HTTP status lives in api/errors.py and retry-or-not in worker/retry.py, each in one place.
 """
@@ -70,8 +72,17 @@ class Unavailable(DocsortError):
         self.retry_after = retry_after
 
 
+class ConfigError(DocsortError):
+    """Settings that cannot work: an unknown tier kind, say."""
+
+
 class ModelError(DocsortError):
-    """A model endpoint failed or answered badly."""
+    """A model endpoint failed or answered badly; unanswered: the request may have been billed, though no
+    usable answer came (a time-out, a dropped connection, an unreadable body)."""
+
+    def __init__(self, message: str, *, unanswered: bool = False) -> None:
+        super().__init__(message)
+        self.unanswered = unanswered
 
 
 class TransientModelError(ModelError):
@@ -82,12 +93,16 @@ class RateLimited(TransientModelError):
     """HTTP 429; retry_after is what the endpoint asked for, if anything."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message)  # a 429 is an answer: not billed
         self.retry_after = retry_after
 
 
 class PermanentModelError(ModelError):
     """A failure that retrying cannot fix."""
+
+
+class SpendCapReached(DocsortError):
+    """A daily spending cap leaves no room for the next request; documents wait with this reason."""
 
 
 class InvalidAnswer(ModelError):

@@ -1,0 +1,64 @@
+"""docsort's vocabulary: one string enum per concept, and the one mapping between them.
+
+A document has a `Status` (where it is in its life) and a `current_tier` (the tier it waits for or is
+being classified by); once answered, `answered_by` names the tier whose answer is its label. A tier's
+pass over a document ends in an `Outcome`, which is also what each attempt records; `status_after`
+turns an outcome into the document's next status.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.StrEnum):
+    """Where a document is in its life."""
+
+    queued = "queued"  # stored, waiting for the first tier
+    classifying = "classifying"  # claimed by a worker at current_tier
+    escalated = "escalated"  # waiting for a later tier (or waiting again, with a status_reason)
+    done = "done"
+    needs_review = "needs_review"
+    failed = "failed"
+
+
+FINAL = frozenset({Status.done, Status.needs_review, Status.failed})
+WAITING = frozenset({Status.queued, Status.escalated})
+
+
+class Outcome(enum.StrEnum):
+    """What a tier made of one document (a decision), or of one try at it (an attempt)."""
+
+    accepted = "accepted"  # confident enough: the answer is the label
+    escalated = "escalated"  # handed to the next tier
+    review = "review"  # the last tier was unsure: a person decides
+    invalid = "invalid"  # attempts only: no valid answer came back from this try
+    held = "held"  # decisions only: not asked (a spending cap); waits at the same tier
+
+
+def status_after(outcome: Outcome, *, has_next: bool, first_tier: bool) -> Status:
+    """The document's status after a tier's outcome (escalating past the last tier is a review)."""
+    if outcome is Outcome.accepted:
+        return Status.done
+    if outcome is Outcome.escalated and has_next:
+        return Status.escalated
+    if outcome is Outcome.held:
+        return Status.queued if first_tier else Status.escalated
+    return Status.needs_review
+
+
+class ImportStatus(enum.StrEnum):
+    """An import's state: stored ones (listing, listed, failed) and the two shown once listed."""
+
+    listing = "listing"  # pages are being listed and stored
+    listed = "listed"  # every page is stored (stored only; shown as classifying or done)
+    classifying = "classifying"  # shown: listed, documents still in the cascade
+    done = "done"  # shown: listed, every document final
+    failed = "failed"  # listing stopped on an error (ImportJob.error); resumable
+
+
+class Origin(enum.StrEnum):
+    """Where a label to learn from came from (besides these: the name of the LLM tier that gave it)."""
+
+    gold = "gold"  # uploaded as truth
+    review = "review"  # a person's answer on a document
