@@ -82,16 +82,47 @@ class TierCost(BaseModel):
     cost_usd: float
 
 
+class Requests(BaseModel):
+    """Model requests by what came of them."""
+
+    answered: int = Field(description="Answers recorded: usage and cost as the provider reported them")
+    failed: int = Field(description="Error answers (429, 5xx, 4xx): providers do not bill them")
+    in_flight: int = Field(description="Sent, no answer yet")
+
+
+class Unanswered(BaseModel):
+    """Requests that may have been billed though no usable answer reached docsort."""
+
+    requests: int = Field(description="Time-outs, dropped connections, unreadable bodies, killed workers")
+    cost_usd: float = Field(description="Their estimated cost: input tokens and a typical answer")
+    estimated: bool = Field(True, description="Always true: the provider's usage for them is unknown")
+
+
+class Spend(BaseModel):
+    """Today's (UTC) spend against the daily caps, with what requests in flight have reserved."""
+
+    day: str
+    spent_usd: float
+    reserved_usd: float
+    daily_cap_usd: float | None
+    per_taxonomy: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="Per capped taxonomy: spent_usd, reserved_usd, cap_usd"
+    )
+
+
 class CostReport(BaseModel):
     """What the cascade spent, and what sending everything to the last tier would have."""
 
     documents: int
-    cost_usd: float
+    cost_usd: float = Field(description="Recorded spend: the answered requests' cost")
     cost_per_1k_docs: float
     cost_if_all_large_usd: float
     saving_usd: float
     saving_pct: float
     by_tier: list[TierCost]
+    requests: Requests
+    unanswered_requests: Unanswered
+    spend: Spend
 
 
 class Problem(BaseModel):

@@ -58,8 +58,3 @@ def split_usage(usage: Usage, weights: list[int]) -> list[Usage]:
         Usage(input_tokens=i, cached_tokens=c, output_tokens=o)
         for i, c, o in zip(inputs, cached, outputs, strict=True)
     ]
-
-
-def usd(nano: int) -> float:
-    """nano-USD as dollars."""
-    return nano / NANO_PER_USD

@@ -1,4 +1,4 @@
-"""What a tier's pass produces, shared by the runners, the store and the worker: decisions and attempts."""
+"""What a tier's pass produces (decisions, attempts) and the books it writes its requests in (Ledger)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Protocol
 
 from classifiers.costs import Usage
 from classifiers.packing import DocIn
+from classifiers.providers import Completion
+from core.errors import ModelError
 from core.vocab import Outcome
 
 
@@ -29,6 +31,7 @@ class AttemptRecord:
     raw_confidence: float | None = None
     confidence_method: str | None = None
     error: str | None = None
+    written: bool = False  # already in the books (written with its request's answer)
 
 
 @dataclass
@@ -49,12 +52,61 @@ class Decision:
         return self.label is not None or self.labels is not None
 
 
+@dataclass(frozen=True)
+class PlannedRequest:
+    """A model request about to be sent, and what it may cost."""
+
+    id: str  # docsort's id of the request, sent as X-Client-Request-Id: the provider's logs show it
+    tier: str
+    model: str
+    purpose: str  # classify | reask
+    doc_ids: tuple[int, ...]
+    input_tokens: int
+    max_output_tokens: int
+    estimate_nanousd: int
+    reserve_nanousd: int
+
+
+class Ledger(Protocol):
+    """Where a runner writes down its requests."""
+
+    def before(self, request: PlannedRequest) -> None:
+        """Write the request down before it is sent; SpendCapReached if a cap leaves no room for it."""
+        ...
+
+    def answered(
+        self,
+        request: PlannedRequest,
+        completion: Completion,
+        cost_nanousd: int,
+        attempts: list[AttemptRecord],
+    ) -> None:
+        """The request's answer arrived: its usage, cost and each document's attempt, recorded now."""
+        ...
+
+    def failed(self, request: PlannedRequest, error: ModelError) -> None:
+        """No usable answer: an error answer (not billed), or none at all (error.unanswered: estimated)."""
+        ...
+
+
 class Runner(Protocol):
     """A tier as the worker uses it: documents in, one decision each out, none dropped."""
 
-    def run(self, docs: list[DocIn]) -> list[Decision]: ...
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]: ...
 
 
 def unsure(is_last: bool) -> Outcome:
     """What a tier does with a document it cannot answer confidently: hand it on, or to a person."""
     return Outcome.review if is_last else Outcome.escalated
+
+
+def reused(attempt: AttemptRecord) -> Decision:
+    """The decision an answered attempt already made (a redelivered task does not pay for it again)."""
+    return Decision(
+        doc_id=attempt.doc_id,
+        outcome=attempt.outcome,
+        label=attempt.label,
+        labels=attempt.labels,
+        confidence=attempt.confidence,
+        attempts=[attempt],
+    )

@@ -12,13 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from classifiers.confidence import TokenLogprob, label_confidence, stated_confidence
 from classifiers.costs import Usage, cost_nanousd, split, split_usage
-from classifiers.decision import AttemptRecord, Decision, unsure
+from classifiers.decision import AttemptRecord, Decision, Ledger, unsure
+from classifiers.ledger import MemoryLedger, plan
 from classifiers.packing import DocIn, Packed, pack, renumber, system_prompt, user_prompt
 from classifiers.providers.base import ChatModel, Completion
 from classifiers.taxonomy import Taxonomy, answer_models
 from classifiers.tokens import Tokenizer
 from core.config import Price
-from core.errors import ModelError, PermanentModelError
+from core.errors import InvalidAnswer, ModelError, PermanentModelError, SpendCapReached
 from core.vocab import Outcome
 
 Calibrator = Callable[[float], float]
@@ -54,73 +55,118 @@ class LLMRunner:
         )
         self.system = system_prompt(self.taxonomy)
 
-    def run(self, docs: list[DocIn]) -> list[Decision]:
-        """Classify docs with this tier; every doc comes back with a verdict, none dropped."""
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]:
+        """Classify docs with this tier; every doc comes back with a decision, none dropped.
+
+        Each request is written in the ledger before it is sent and settled when its answer comes.
+        Invalid or unreadable answers are asked again alone (max_reasks), then escalated; a spending
+        cap holds the documents not yet answered. Transient and permanent errors propagate: the task
+        retries (answers already paid for are in the ledger, and a retry does not buy them again).
+        """
         tier = self.model.tier
+        ledger = ledger or MemoryLedger()
         attempts: dict[int, list[AttemptRecord]] = {doc.id: [] for doc in docs}
         answers: dict[int, _Answer] = {}
         missing: list[Packed] = []
-        for batch in pack(
+        held: str | None = None
+        batches = pack(
             docs,
             self.tokenizer,
             batch_size=1 if self.label_only else tier.batch_size,
             request_token_budget=tier.request_token_budget,
             doc_token_budget=tier.doc_token_budget,
-        ):
-            missing += self._ask(batch, attempts, answers)  # transient errors propagate
-        for _ in range(tier.max_reasks):
-            if not missing:
-                break
-            retry, missing = missing, []
-            for packed in retry:
+        )
+        rounds = [("classify", batches)]
+        for round_ in range(tier.max_reasks + 1):
+            purpose, todo = rounds[-1]
+            owed: list[Packed] = []
+            for batch in todo:
+                if held is not None:
+                    break
                 try:
-                    missing += self._ask(renumber([packed]), attempts, answers)
-                except ModelError as exc:
-                    attempts[packed.doc.id].append(self._failed(packed, exc))
-                    missing.append(packed)
-        return [self._decide(doc.id, answers.get(doc.id), attempts[doc.id]) for doc in docs]
+                    owed += self._ask(batch, attempts, answers, ledger, purpose)
+                except SpendCapReached as exc:
+                    held = str(exc)
+            missing = owed
+            if not missing or held is not None or round_ == tier.max_reasks:
+                break
+            rounds.append(("reask", [renumber([p]) for p in missing]))
+        decisions = []
+        for doc in docs:
+            if held is not None and doc.id not in answers:
+                decisions.append(
+                    Decision(doc_id=doc.id, outcome=Outcome.held, attempts=attempts[doc.id], reason=held)
+                )
+            else:
+                decisions.append(self._decide(doc.id, answers.get(doc.id), attempts[doc.id]))
+        return decisions
 
     def _ask(
         self,
         batch: list[Packed],
         attempts: dict[int, list[AttemptRecord]],
         answers: dict[int, _Answer],
+        ledger: Ledger,
+        purpose: str,
     ) -> list[Packed]:
-        """One request for batch; records attempts and answers, returns the refs still owed."""
+        """One request for batch, written in the ledger; records attempts and answers, returns those owed."""
         tier = self.model.tier
         if self.label_only:
+            user = (
+                user_prompt(batch, self.taxonomy)
+                + "\nReply with exactly one of the allowed labels and nothing else."
+            )
+            max_tokens = 16
+        else:
+            user = user_prompt(batch, self.taxonomy)
+            max_tokens = min(tier.max_output_tokens * len(batch), 4096)
+        request = plan(
+            tier,
+            purpose=purpose,
+            doc_ids=[p.doc.id for p in batch],
+            input_tokens=len(self.tokenizer.encode(self.system)) + len(self.tokenizer.encode(user)),
+            max_output_tokens=max_tokens,
+        )
+        ledger.before(request)  # SpendCapReached: nothing is sent
+        try:
             completion = self.model.complete(
                 system=self.system,
-                user=user_prompt(batch, self.taxonomy)
-                + "\nReply with exactly one of the allowed labels and nothing else.",
+                user=user,
                 answer_model=self.batch_model,
-                max_tokens=16,
-                labels=self.taxonomy.label_names,
+                max_tokens=max_tokens,
+                labels=self.taxonomy.label_names if self.label_only else None,
+                request_id=request.id,
             )
+        except InvalidAnswer as exc:  # the whole answer was unusable (a truncated body): each again
+            ledger.failed(request, exc)
+            for packed in batch:
+                attempts[packed.doc.id].append(self._failed(packed, exc, request.id))
+            return batch
+        except ModelError as exc:
+            ledger.failed(request, exc)
+            raise
+        if self.label_only:
             parsed, error = self._parse_label(completion, batch[0].ref)
         else:
-            completion = self.model.complete(
-                system=self.system,
-                user=user_prompt(batch, self.taxonomy),
-                answer_model=self.batch_model,
-                max_tokens=min(tier.max_output_tokens * len(batch), 4096),
-            )
             parsed, error = self._parse(completion, batch)
         weights = [p.tokens + 1 for p in batch]
         usages = split_usage(completion.usage, weights)
-        costs = split(cost_nanousd(completion.usage, tier.price), weights)
+        total = cost_nanousd(completion.usage, tier.price)
+        costs = split(total, weights)
         refs = split(cost_nanousd(completion.usage, self.reference_price or tier.price), weights)
         missing = []
+        records = []
         for p, usage, cost, ref_cost in zip(batch, usages, costs, refs, strict=True):
             record = AttemptRecord(
                 doc_id=p.doc.id,
                 tier=tier.name,
                 model=completion.model or tier.model,
-                request_id=completion.request_id,
+                request_id=request.id,
                 usage=usage,
                 cost_nanousd=cost,
                 reference_nanousd=ref_cost,
                 latency_ms=completion.latency_ms,
+                written=True,  # by ledger.answered, below
             )
             answer = parsed.get(p.ref)
             if answer is None:
@@ -134,6 +180,8 @@ class LLMRunner:
                 record.confidence_method = answer.method
                 record.outcome = self._outcome(record.confidence)
             attempts[p.doc.id].append(record)
+            records.append(record)
+        ledger.answered(request, completion, total, records)
         return missing
 
     def _parse(self, completion: Completion, batch: list[Packed]) -> tuple[dict[int, _Answer], str | None]:
@@ -227,13 +275,13 @@ class LLMRunner:
             return Outcome.accepted
         return unsure(self.is_last)
 
-    def _failed(self, packed: Packed, exc: Exception) -> AttemptRecord:
+    def _failed(self, packed: Packed, exc: Exception, request_id: str) -> AttemptRecord:
         tier = self.model.tier
         return AttemptRecord(
             doc_id=packed.doc.id,
             tier=tier.name,
             model=tier.model,
-            request_id="",
+            request_id=request_id,
             usage=Usage(),
             cost_nanousd=0,
             reference_nanousd=0,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from classifiers.costs import Usage, cost_nanousd
-from classifiers.decision import AttemptRecord, Decision, unsure
+from classifiers.decision import AttemptRecord, Decision, Ledger, unsure
 from classifiers.local import LocalClassifier
 from classifiers.packing import DocIn, system_prompt
 from classifiers.taxonomy import Taxonomy
@@ -45,8 +45,8 @@ class LocalRunner:
     is_last: bool = False
     reference: Callable[[str], int] | None = None
 
-    def run(self, docs: list[DocIn]) -> list[Decision]:
-        """One decision per document; untrained, every document goes on unrecorded."""
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]:
+        """One decision per document; untrained, every document goes on unrecorded (no requests: no books)."""
         pass_on = unsure(self.is_last)
         if self.model is None:
             # No attempt is recorded: an answerless zero-cost row would only skew the cost baseline.

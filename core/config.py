@@ -102,7 +102,7 @@ class ModelTier(BaseModel):
     top_logprobs: int = Field(10, ge=0, le=20)
     max_reasks: int = Field(2, ge=0, le=5)
     timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(6, ge=0, description="Tries after a transient error (by the task, backing off)")
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     tokenizer: str = Field("tiktoken:o200k_base", description="tiktoken:<enc> | gguf | approx")
@@ -186,12 +186,19 @@ class FlowerSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    """Celery workers: batching, reconciliation, concurrency."""
+    """Celery workers: batching, concurrency, and how soon the reconciler recovers from a crash.
+
+    A task renews its documents' claim before every model request, so a claim older than the tier's
+    timeout_s + lease_grace_s belongs to a dead task: the reconciler, every reconcile_every_s, hands
+    those documents out again. Recovery after a crash therefore takes at most
+    max(timeout_s) + lease_grace_s + reconcile_every_s (plus one batch's work).
+    """
 
     concurrency: int = 2
     flush_interval_s: float = Field(0.5, ge=0)
-    reconcile_after_s: float = Field(600.0, gt=0)
-    reconcile_every_s: float = Field(60.0, gt=0)
+    lease_grace_s: float = Field(30.0, gt=0, description="Added to a tier's timeout_s: a claim's lease")
+    requeue_after_s: float = Field(60.0, gt=0, description="Waiting at an idle tier this long: re-sent")
+    reconcile_every_s: float = Field(30.0, gt=0)
     max_batches_per_dispatch: int = 200
 
 
@@ -401,6 +408,12 @@ class Settings(BaseSettings):
     def llm_tiers(self) -> list[ModelTier]:
         """The tiers that call a model (every one but the learned local tier), in cascade order."""
         return [tier for tier in self.models if tier.kind != "local"]
+
+    @property
+    def recovery_bound_s(self) -> float:
+        """How long documents of a crashed task wait at most before the reconciler hands them out again."""
+        longest = max((tier.timeout_s for tier in self.models), default=0.0)
+        return longest + self.worker.lease_grace_s + self.worker.reconcile_every_s
 
     @property
     def learns(self) -> bool:

@@ -47,6 +47,15 @@ def status_after(outcome: Outcome, *, has_next: bool, first_tier: bool) -> Statu
     return Status.needs_review
 
 
+class RequestState(enum.StrEnum):
+    """Where a model request is in the books (classifiers/ledger.py)."""
+
+    sent = "sent"  # written down, sent; no answer yet
+    answered = "answered"  # its usage and cost are recorded, with each document's attempt
+    failed = "failed"  # an error answer (429, 5xx, 4xx): providers do not bill those
+    unanswered = "unanswered"  # no usable answer (time-out, dropped, unreadable, killed): estimated
+
+
 class ImportStatus(enum.StrEnum):
     """An import's state: stored ones (listing, listed, failed) and the two shown once listed."""
 

@@ -31,8 +31,9 @@ def _settings() -> Settings:
 
 @app.command()
 def up() -> None:
-    """Start Redis (if none is configured), the local models, the API, a worker and Flower; Ctrl-C stops all."""
-    from docsort.services import stack
+    """Start Redis (if none is configured), the local models, the API, a worker, beat and Flower, and keep
+    them running (a service that dies is restarted); Ctrl-C stops all."""
+    from docsort.services import StartError, stack
 
     settings = _settings()
     stopping = False
@@ -42,17 +43,22 @@ def up() -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
-    with stack(settings) as live:
-        console.print(
-            f"docsort is up. API: http://{live.api.host}:{live.api.port}/docs  "
-            f"Flower: http://{live.flower.host}:{live.flower.port}  Redis: {live.redis_url}\n"
-            "Ctrl-C stops everything."
-        )
-        try:
-            while not stopping:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+    try:
+        with stack(settings) as live:
+            console.print(
+                f"docsort is up. API: http://{live.api.host}:{live.api.port}/docs  "
+                f"Flower: http://{live.flower.host}:{live.flower.port}  Redis: {live.redis_url}\n"
+                f"Services restart when they die (state: {live.data_dir / 'services.json'}); "
+                "Ctrl-C stops everything."
+            )
+            try:
+                while not stopping:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+    except StartError as exc:
+        console.print(f"[red]docsort up: {exc}[/]")
+        raise typer.Exit(1) from exc
     console.print("stopped.")
 
 

@@ -1,4 +1,5 @@
-"""Starting and stopping docsort's processes on one machine: Redis, llama.cpp, API, worker, Flower."""
+"""docsort's processes on one machine: Redis, llama.cpp, the API, a worker, beat and Flower (the
+supervisor that runs them is docsort/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,22 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from core import messaging
+from core import health, messaging
 from core.config import ModelTier, Settings
-from core.errors import DocsortError
 from docsort import weights
+from docsort.supervisor import Service, StartError, Supervisor
+
+__all__ = ["Service", "StartError", "Supervisor", "free_port", "llama_services", "redis_service", "stack"]
 
 log = logging.getLogger("docsort.services")
-
-
-class StartError(DocsortError):
-    """A process did not come up."""
 
 
 def free_port() -> int:
@@ -57,6 +52,20 @@ def _http_ok(url: str, auth: tuple[str, str] | None = None) -> Callable[[], bool
     return check
 
 
+def _answers_from(url: str, service: Callable[[], Service]) -> Callable[[], bool]:
+    """Ready when url answers with the pid of this service's own process (not another one's)."""
+
+    def check() -> bool:
+        process = service().process
+        try:
+            body = httpx.get(url, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return process is not None and body.get("pid") == process.pid
+
+    return check
+
+
 def _redis_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         import redis
@@ -67,73 +76,6 @@ def _redis_ok(url: str) -> Callable[[], bool]:
             return False
 
     return check
-
-
-@dataclass
-class Service:
-    """A process docsort runs, how to tell it is ready, and where its output goes."""
-
-    name: str
-    argv: list[str]
-    ready: Callable[[], bool]
-    env: dict[str, str] = field(default_factory=dict)
-    timeout_s: float = 120.0
-    process: subprocess.Popen[bytes] | None = None
-
-
-class Supervisor:
-    """Starts services in order, waits for each, and stops them all (in reverse) on exit."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.services: list[Service] = []
-
-    def start(self, service: Service) -> None:
-        """Start service and wait until it answers."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = (self.log_dir / f"{service.name}.log").open("ab")
-        service.process = subprocess.Popen(
-            service.argv,
-            env={**os.environ, **service.env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.services.append(service)
-        deadline = time.monotonic() + service.timeout_s
-        while time.monotonic() < deadline:
-            if service.process.poll() is not None:
-                raise StartError(
-                    f"{service.name} exited with {service.process.returncode}; "
-                    f"see {self.log_dir / (service.name + '.log')}"
-                )
-            if service.ready():
-                log.info("%s is up", service.name)
-                return
-            time.sleep(0.25)
-        raise StartError(f"{service.name} not ready after {service.timeout_s:.0f}s")
-
-    def stop(self) -> None:
-        """SIGTERM every service (newest first), then SIGKILL what is left after a grace period."""
-        for service in reversed(self.services):
-            if service.process and service.process.poll() is None:
-                os.killpg(service.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for service in reversed(self.services):
-            if service.process is None:
-                continue
-            try:
-                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(service.process.pid, signal.SIGKILL)
-                service.process.wait()
-        self.services.clear()
-
-    def check_alive(self) -> None:
-        """Raise if any service died."""
-        for service in self.services:
-            if service.process and service.process.poll() is not None:
-                raise StartError(f"{service.name} exited with {service.process.returncode}")
 
 
 def redis_service(settings: Settings, port: int) -> Service:
@@ -194,101 +136,122 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
                 argv=[sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
                 ready=_http_ok(f"http://127.0.0.1:{port}/v1/models"),
                 timeout_s=180,
+                ports=[("127.0.0.1", port)],
             )
         )
     return services
 
 
-def app_services(settings: Settings, *, beat: bool = True) -> list[Service]:
-    """The API, one worker (with the reconciler's schedule) and Flower."""
+def app_services(settings: Settings) -> list[Service]:
+    """The API, one worker, beat (the one scheduler of the periodic jobs) and Flower."""
     env = {"DOCSORT_REDIS_URL": settings.redis_url or ""}
-    worker = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.entry:app",
-        "worker",
-        "-E",
-        "-Q",
-        ",".join(messaging.queue_names(settings)),
-        "-c",
-        str(settings.worker.concurrency),
-        "--loglevel",
-        "INFO",
-        "-n",
-        f"docsort@{socket.gethostname()}",
-    ]
-    if beat:
-        worker += ["-B", "-s", str(settings.data_dir / "celerybeat-schedule")]
+    celery = [sys.executable, "-m", "celery", "-A", "worker.entry:app"]
     flower_auth = f"{settings.flower.user}:{settings.flower.password.get_secret_value()}"
-    return [
-        Service(
-            name="api",
-            argv=[
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.entry:app",
-                "--host",
-                settings.api.host,
-                "--port",
-                str(settings.api.port),
-                "--no-access-log",
-            ],
-            env=env,
-            ready=_http_ok(f"http://{settings.api.host}:{settings.api.port}/healthz"),
-            timeout_s=60,
-        ),
+    api_url = f"http://{settings.api.host}:{settings.api.port}/healthz"
+    services: list[Service] = []
+    api = Service(
+        name="api",
+        argv=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.entry:app",
+            "--host",
+            settings.api.host,
+            "--port",
+            str(settings.api.port),
+            "--no-access-log",
+        ],
+        env=env,
+        ready=_answers_from(api_url, lambda: api),
+        timeout_s=60,
+        ports=[(settings.api.host, settings.api.port)],
+    )
+    services.append(api)
+    services.append(
         Service(
             name="worker",
-            argv=worker,
+            argv=[
+                *celery,
+                "worker",
+                "-E",
+                "-Q",
+                ",".join(messaging.queue_names(settings)),
+                "-c",
+                str(settings.worker.concurrency),
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"docsort@{socket.gethostname()}",
+            ],
             env=env,
             ready=_redis_ok(settings.redis_url or ""),
             timeout_s=30,
-        ),
+        )
+    )
+    # Beat runs alone, supervised like the rest: a beat embedded in a worker (-B) died unseen with its
+    # child process, and every replica of a scaled worker would run its own.
+    schedule = settings.data_dir / "celerybeat-schedule"
+    services.append(
+        Service(
+            name="beat",
+            argv=[*celery, "beat", "-s", str(schedule), "--loglevel", "INFO"],
+            env=env,
+            ready=lambda: True,
+            timeout_s=10,
+        )
+    )
+    services.append(
         Service(
             name="flower",
-            argv=[
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.entry:app",
-                "flower",
-                f"--address={settings.flower.host}",
-                f"--port={settings.flower.port}",
-            ],
+            argv=[*celery, "flower", f"--address={settings.flower.host}", f"--port={settings.flower.port}"],
             # The password goes through the environment, not argv, which `ps` shows.
             env={**env, "FLOWER_BASIC_AUTH": flower_auth},
-            ready=_http_ok(
-                f"http://{settings.flower.host}:{settings.flower.port}/healthcheck",
-            ),
+            ready=_http_ok(f"http://{settings.flower.host}:{settings.flower.port}/healthcheck"),
             timeout_s=60,
-        ),
-    ]
+            ports=[(settings.flower.host, settings.flower.port)],
+        )
+    )
+    return services
 
 
 @contextmanager
 def stack(settings: Settings, *, with_flower: bool = True) -> Iterator[Settings]:
-    """Everything docsort needs, up; yields the settings with the resolved Redis URL."""
-    supervisor = Supervisor(settings.data_dir / "logs")
+    """Everything docsort needs, up and watched (dead services restart); yields the settings with the
+    resolved Redis URL. Refuses to start when a port it needs is taken."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(settings.data_dir / "logs", health.status_path(settings.data_dir))
+    redis_port = None if settings.redis_url else free_port()
+    if redis_port is not None:
+        settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+    models = llama_services(settings)
+    apps = [s for s in app_services(settings) if with_flower or s.name != "flower"]
+    supervisor.check_ports(models + apps)  # before anything starts: all or nothing
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(supervisor, stop), name="supervisor", daemon=True)
     try:
-        if not settings.redis_url:
-            port = free_port()
-            supervisor.start(redis_service(settings, port))
-            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
-        for service in llama_services(settings):
+        if redis_port is not None:
+            supervisor.start(redis_service(settings, redis_port))
+        for service in models:
             supervisor.start(service)
         from store.db import migrate
 
         migrate(settings.db_url)
-        for service in app_services(settings):
-            if service.name == "flower" and not with_flower:
-                continue
+        for service in apps:
             supervisor.start(service)
+        watcher.start()
         yield settings
     finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(5)
         supervisor.stop()
+
+
+def _watch(supervisor: Supervisor, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        try:
+            supervisor.watch()
+        except Exception:  # a failed restart is retried at the next tick; never stop watching
+            log.exception("supervisor could not restart a service")

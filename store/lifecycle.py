@@ -9,7 +9,7 @@ ORM; docs/benchmarks.md).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, insert, or_, update
@@ -107,7 +107,7 @@ def record(
     next_tier: str | None,
     first_tier: bool = False,
 ) -> dict[Status, list[int]]:
-    """Write each decision and its attempts once, guarded by the claim; returns ids by new status."""
+    """Write each decision, and its attempts not yet written, once, guarded by the claim; ids by status."""
     moved: dict[Status, list[int]] = {s: [] for s in (Status.done, Status.escalated, Status.needs_review)}
     moved[Status.queued] = []
     now = utcnow()
@@ -157,7 +157,7 @@ def record(
                 model=last.model,
             )
         rows.append(values)
-        attempts += [_attempt(a, now) for a in decision.attempts]
+        attempts += [attempt_row(a, now) for a in decision.attempts if not a.written]
         moved.setdefault(status, []).append(decision.doc_id)
     if rows:
         session.execute(_RECORD, rows)
@@ -166,7 +166,7 @@ def record(
     return moved
 
 
-def _attempt(a: AttemptRecord, now: datetime) -> dict[str, Any]:
+def attempt_row(a: AttemptRecord, now: datetime) -> dict[str, Any]:
     """An attempt row as the insert takes it."""
     return {
         "document_id": a.doc_id,
@@ -222,26 +222,26 @@ def hold(*, session: Session, ids: Sequence[int], token: str, reason: str, first
 
 
 def stale(
-    *, session: Session, older_than: timedelta, idle_tiers: Sequence[str], limit: int = 10_000
+    *,
+    session: Session,
+    lease_ends: dict[str, datetime],
+    waiting_since: datetime,
+    idle_tiers: Sequence[str],
+    limit: int = 10_000,
 ) -> dict[str, list[int]]:
-    """Documents classifying for longer than older_than, and those waiting as long at an idle tier.
+    """Documents whose claim at a tier was last renewed before lease_ends[tier] (their task died),
+    and those waiting since before waiting_since at an idle tier (their message was lost).
 
     A waiting document at a tier whose queue still holds messages is most likely behind them,
     not lost, so it is left alone: re-queueing a backlog would only flood the queue.
     """
-    cutoff: datetime = utcnow() - older_than
     c = _DOC.c
-    query = (
-        sa_select(c.id, c.current_tier)
-        .where(
-            or_(
-                and_(c.status.in_(_WAITING), c.updated_at < cutoff, c.current_tier.in_(list(idle_tiers))),
-                and_(c.status == Status.classifying, c.claimed_at < cutoff),
-            )
-        )
-        .order_by(c.id)
-        .limit(limit)
-    )
+    expired = [
+        and_(c.status == Status.classifying, c.current_tier == tier, c.claimed_at < cutoff)
+        for tier, cutoff in lease_ends.items()
+    ]
+    lost = and_(c.status.in_(_WAITING), c.updated_at < waiting_since, c.current_tier.in_(list(idle_tiers)))
+    query = sa_select(c.id, c.current_tier).where(or_(lost, *expired)).order_by(c.id).limit(limit)
     by_tier: dict[str, list[int]] = {}
     for doc_id, tier in session.execute(query):
         by_tier.setdefault(tier, []).append(doc_id)

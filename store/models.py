@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
-from core.vocab import ImportStatus, Origin, Outcome, Status
+from core.vocab import ImportStatus, Origin, Outcome, RequestState, Status
 
 
 def utcnow() -> datetime:
@@ -123,6 +123,38 @@ class Attempt(AttemptBase, table=True):
 class AttemptPublic(AttemptBase):
     cost_usd: float
     created_at: datetime
+
+
+# ModelRequest: one request to a model, written down before it is sent (classifiers/ledger.py).
+class ModelRequest(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32, description="Sent as X-Client-Request-Id")
+    tier: str = Field(max_length=32)
+    model: str
+    taxonomy: str = Field(max_length=64)
+    purpose: str = Field(max_length=16, description="classify | reask")
+    doc_ids: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    claim_token: str | None = Field(default=None, max_length=64)
+    state: RequestState = Field(sa_column=enum_column(RequestState, index=True))
+    estimate_nanousd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reserve_nanousd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reserved_day: date | None = Field(default=None, description="UTC day a cap reservation is held on")
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    # Actual cost once answered; the estimate once unanswered (it may have been billed); 0 if failed.
+    cost_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    provider_request_id: str | None = Field(default=None, max_length=128)
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    settled_at: datetime | None = None
+
+
+# SpendDay: what a UTC day has spent and reserved, for all taxonomies ("*") or one; caps check it.
+class SpendDay(SQLModel, table=True):
+    day: date = Field(primary_key=True)
+    scope: str = Field(primary_key=True, max_length=64)
+    spent_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    reserved_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 # ImportJob: one bulk import of an S3 prefix.

@@ -62,10 +62,12 @@ class ScriptedEndpoint:
     def __init__(self, *replies: Reply) -> None:
         self.replies = list(replies)
         self.requests: list[dict[str, Any]] = []
+        self.request_ids: list[str | None] = []  # each request's X-Client-Request-Id
 
     def handler(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.requests.append(body)
+        self.request_ids.append(request.headers.get("x-client-request-id"))
         reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         return reply(body) if callable(reply) else reply
 

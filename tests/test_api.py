@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,11 +125,15 @@ def test_taxonomies_are_versioned(client: TestClient) -> None:
 
 
 def test_health_and_costs_when_empty(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "pid": os.getpid()}
     ready = client.get("/readyz")
     assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["redis"] == "ok"
+    assert ready.json()["checks"]["reconciler"] == "not seen yet"  # no worker in this test
     costs = client.get("/v1/costs").json()
     assert costs["documents"] == 0 and costs["cost_usd"] == 0 and costs["by_tier"] == []
+    assert costs["requests"] == {"answered": 0, "failed": 0, "in_flight": 0}
+    assert costs["unanswered_requests"] == {"requests": 0, "cost_usd": 0.0, "estimated": True}
+    assert costs["spend"]["spent_usd"] == 0 and costs["spend"]["daily_cap_usd"] is None
 
 
 def test_documents_are_stored_even_when_redis_is_down(tmp_path: Path, database_url: str) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import httpx2
 import pytest
 
+from classifiers.ledger import MemoryLedger
 from classifiers.llm_runner import LLMRunner
 from classifiers.packing import DocIn
 from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy
 from core.config import GPT_4O_MINI, ModelTier, default_taxonomy
-from core.errors import PermanentModelError, TransientModelError
+from core.errors import PermanentModelError, RateLimited, TransientModelError
 from core.vocab import Outcome
 from tests.fakes import ScriptedEndpoint, answer, chat, label_all
 
@@ -104,11 +105,36 @@ def test_low_confidence_escalates_and_last_tier_reviews() -> None:
     )
 
 
-def test_429_with_retry_after_is_retried_by_the_client() -> None:
-    limited = httpx2.Response(429, headers={"retry-after": "0"}, json={"error": {"message": "slow down"}})
+def test_429_surfaces_with_its_retry_after_on_any_pass_and_is_not_billed() -> None:
+    limited = httpx2.Response(429, headers={"retry-after": "7"}, json={"error": {"message": "slow down"}})
     endpoint = ScriptedEndpoint(limited, label_all("World"))
-    decisions = runner(endpoint, max_retries=2).run(DOCS[:1])
-    assert decisions[0].label == "World" and len(endpoint.requests) == 2
+    ledger = MemoryLedger()
+    with pytest.raises(RateLimited) as caught:
+        runner(endpoint).run(DOCS[:1], ledger)
+    # docsort retries (the task waits Retry-After), never the client: one request, in the books
+    assert caught.value.retry_after == 7 and len(endpoint.requests) == 1
+    assert [r.id for r in ledger.planned] == list(ledger.failures) == endpoint.request_ids
+    assert not ledger.failures[ledger.planned[0].id].unanswered  # an error answer: not billed
+    # A re-ask that meets a 429 waits like the first pass: it neither escalates nor counts as invalid.
+    endpoint = ScriptedEndpoint(answer([]), limited)
+    with pytest.raises(RateLimited):
+        runner(endpoint).run(DOCS[:1])
+    assert len(endpoint.requests) == 2
+
+
+def test_a_truncated_body_is_an_unanswered_request_and_is_asked_again() -> None:
+    whole = label_all("World")({"messages": [{"content": "refs 1. x"}]}).content
+    cut = httpx2.Response(200, content=whole[: len(whole) // 2], headers={"content-type": "application/json"})
+    endpoint = ScriptedEndpoint(cut, label_all("World"))
+    ledger = MemoryLedger()
+    decisions = runner(endpoint).run(DOCS[:2], ledger)
+    assert [d.label for d in decisions] == ["World", "World"] and len(endpoint.requests) == 3
+    assert [r.id for r in ledger.unanswered] == [endpoint.request_ids[0]]  # billed, usage unknown
+    assert ledger.unanswered[0].estimate_nanousd > 0
+    assert all(
+        d.attempts[0].outcome == "invalid" and d.attempts[0].request_id == endpoint.request_ids[0]
+        for d in decisions
+    )
 
 
 def test_transient_and_permanent_errors_surface_as_such() -> None:

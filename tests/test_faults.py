@@ -20,11 +20,13 @@ from core.config import Settings, WorkerSettings
 from docsort.demo import samples
 from docsort.services import Supervisor, free_port, llama_services, redis_service
 from tests.conftest import make_settings, offline_tiers
-from tests.processes import WorkerProcess, wait_for
+from tests.processes import BeatProcess, WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 FINAL = {"done", "needs_review"}
-FAST_RECOVERY = WorkerSettings(concurrency=1, flush_interval_s=0.2, reconcile_after_s=15, reconcile_every_s=3)
+FAST_RECOVERY = WorkerSettings(
+    concurrency=1, flush_interval_s=0.2, lease_grace_s=5, requeue_after_s=10, reconcile_every_s=3
+)
 
 
 def post(client: TestClient, texts: list[str]) -> list[int]:
@@ -50,7 +52,6 @@ def assert_recorded_once(docs: list[dict[str, Any]], settings: Settings) -> None
         assert doc["label"] in labels or (doc["status"] == "needs_review" and doc["label"] is None), doc
         answered = Counter(a["tier"] for a in doc["attempts"] if a["outcome"] != "invalid")
         assert all(n == 1 for n in answered.values()), doc["attempts"]  # one answer per tier, once
-        assert doc["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in doc["attempts"]))
 
 
 @pytest.fixture
@@ -67,9 +68,16 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[Supervisor, Settings, int]]:
 def test_worker_killed_mid_batch(
     tmp_path: Path, database_url: str, fresh_redis: str, llama_port: int
 ) -> None:
-    settings = make_settings(tmp_path, database_url, fresh_redis, port=llama_port, worker=FAST_RECOVERY)
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        fresh_redis,
+        models=offline_tiers(llama_port, timeout_s=60),
+        worker=FAST_RECOVERY,
+    )
     with TestClient(create_app(settings)) as client:
         ids = post(client, [s["text"] for s in samples()[:6]])
+        beat = BeatProcess(settings, tmp_path / "beat.log")
         first = WorkerProcess(settings, tmp_path / "w1.log", "w1")
         try:
             wait_for(
@@ -85,6 +93,7 @@ def test_worker_killed_mid_batch(
             docs = wait_for(lambda: all_final(client, ids), 600, "every document final", interval=2)
         finally:
             second.stop()
+            beat.stop()
         assert_recorded_once(docs, settings)
         assert client.get("/v1/costs").json()["documents"] == len(ids)
 
@@ -100,6 +109,7 @@ def test_redis_restart_loses_messages_not_documents(
     with TestClient(create_app(settings)) as client:
         ids = post(client, [s["text"] for s in samples()[:6]])
         worker = WorkerProcess(settings, tmp_path / "w.log")
+        beat = BeatProcess(settings, tmp_path / "beat.log")
         try:
             wait_for(lambda: any(d["status"] != "queued" for d in statuses(client, ids)), 90, "work started")
             sup.stop()  # no persistence: every queued message is gone
@@ -113,6 +123,7 @@ def test_redis_restart_loses_messages_not_documents(
             docs = wait_for(lambda: all_final(client, ids), 600, "every document final", interval=2)
         finally:
             worker.stop()
+            beat.stop()
         assert_recorded_once(docs, settings)
 
 

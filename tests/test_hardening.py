@@ -323,7 +323,7 @@ def test_flower_always_asks_for_the_password(tmp_path: Path, redis_url: str) -> 
         redis_url,
         flower=FlowerSettings(port=free_port(), password=FLOWER_PASSWORD),
     )
-    [flower] = [s for s in app_services(settings, beat=False) if s.name == "flower"]
+    [flower] = [s for s in app_services(settings) if s.name == "flower"]
     assert not any(FLOWER_PASSWORD in arg for arg in flower.argv)
     env = {
         **os.environ,

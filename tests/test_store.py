@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+from sqlalchemy import update
+from sqlmodel import col
+
 from classifiers.costs import Usage
-from classifiers.decision import AttemptRecord, Decision
+from classifiers.decision import AttemptRecord, Decision, PlannedRequest
 from core.config import default_taxonomy
-from core.vocab import Outcome, Status
-from store import documents, lifecycle, reports, taxonomies
+from core.vocab import Outcome, RequestState, Status
+from store import documents, lifecycle, reports, requests, spend, taxonomies
 from store.db import make_engine, migrate, session_scope
-from store.models import DocumentCreate
+from store.models import Document, DocumentCreate, utcnow
 
 
 def attempt(doc_id: int, label: str | None, outcome: Outcome, cost: int = 1000) -> AttemptRecord:
@@ -92,10 +96,117 @@ def test_claim_record_once_and_escalate(database_url: str) -> None:
         )
         assert documents.get_document(session=session, document_id=ids[2]).status == Status.needs_review
     with session_scope(engine) as session:  # nothing is stale yet
+        hour_ago = utcnow() - timedelta(hours=1)
+        lease = {"small": hour_ago, "large": hour_ago}
         assert (
-            lifecycle.stale(session=session, older_than=timedelta(minutes=5), idle_tiers=["small", "large"])
+            lifecycle.stale(session=session, lease_ends=lease, waiting_since=hour_ago, idle_tiers=["small"])
             == {}
         )
+    engine.dispose()
+
+
+def test_a_dead_tasks_claim_expires_a_live_one_is_renewed(database_url: str) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        tax = taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+        docs = documents.create_documents(
+            session=session,
+            items=[DocumentCreate(text=f"lease {i}") for i in range(2)],
+            taxonomy=tax,
+            first_tier="small",
+        )
+        ids = [d.id for d, _ in docs]
+        lifecycle.claim(session=session, ids=ids[:1], tier="small", token="dead")
+        lifecycle.claim(session=session, ids=ids[1:], tier="small", token="live")
+        hour_ago = utcnow() - timedelta(hours=1)
+        session.execute(update(Document).where(col(Document.id).in_(ids)).values(claimed_at=hour_ago))
+    with session_scope(engine) as session:
+        requests.touch_claims(session=session, doc_ids=ids[1:], token="live")  # before its next request
+        requests.touch_claims(session=session, doc_ids=ids[:1], token="someone else")  # not its claim
+    with session_scope(engine) as session:
+        ten_minutes_ago = utcnow() - timedelta(minutes=10)
+        found = lifecycle.stale(
+            session=session, lease_ends={"small": ten_minutes_ago}, waiting_since=hour_ago, idle_tiers=[]
+        )
+        assert found == {"small": [ids[0]]}
+        lifecycle.release(session=session, ids=found["small"], first_tier="small")
+        assert documents.get_document(session=session, document_id=ids[0]).status == Status.queued
+        assert documents.get_document(session=session, document_id=ids[1]).status == Status.classifying
+    engine.dispose()
+
+
+def test_books_settle_each_request_once_and_caps_reserve_atomically(database_url: str) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    day = spend.today()
+
+    def planned(cost: int) -> PlannedRequest:
+        return PlannedRequest(
+            id=uuid.uuid4().hex,
+            tier="small",
+            model="m",
+            purpose="classify",
+            doc_ids=(1,),
+            input_tokens=10,
+            max_output_tokens=5,
+            estimate_nanousd=cost,
+            reserve_nanousd=2 * cost,
+        )
+
+    first, second, third = planned(100), planned(100), planned(100)
+    with session_scope(engine) as session:
+        assert spend.reserve(session=session, day=day, caps={"*": 400, "news": 1000}, amount=200) is None
+        requests.add(session=session, request=first, taxonomy="news", claim_token=None, reserved_day=day)
+        assert spend.reserve(session=session, day=day, caps={"*": 400, "news": 1000}, amount=200) is None
+        requests.add(session=session, request=second, taxonomy="news", claim_token=None, reserved_day=day)
+    with session_scope(engine) as session:  # 200 + 200 reserved: a third does not fit under 400
+        assert spend.reserve(session=session, day=day, caps={"*": 400}, amount=200) == "*"
+        session.rollback()
+    with session_scope(engine) as session:
+        assert (
+            requests.answer(
+                session=session,
+                request_id=first.id,
+                input_tokens=10,
+                cached_tokens=0,
+                output_tokens=5,
+                cost_nanousd=150,
+                provider_request_id="p1",
+                attempts=[],
+            )
+            is RequestState.sent
+        )
+        assert (
+            requests.answer(  # a second delivery of the same answer changes nothing
+                session=session,
+                request_id=first.id,
+                input_tokens=10,
+                cached_tokens=0,
+                output_tokens=5,
+                cost_nanousd=150,
+                provider_request_id="p1",
+                attempts=[],
+            )
+            is None
+        )
+        spend.settle(session=session, day=day, scopes=["*", "news"], reserved=200, spent=150)
+        assert requests.fail(session=session, request_id=second.id, error="timeout", unanswered=True)
+        assert not requests.fail(session=session, request_id=second.id, error="again", unanswered=True)
+        spend.settle(session=session, day=day, scopes=["*", "news"], reserved=200, spent=100)
+        assert spend.state(session=session, day=day)["*"] == {"spent_nanousd": 250, "reserved_nanousd": 0}
+        books = requests.report(session=session)
+        assert books["answered"] == {"requests": 1, "cost_nanousd": 150}
+        assert books["unanswered"] == {"requests": 1, "cost_nanousd": 100}  # at its estimate
+    with session_scope(engine) as session:  # 250 spent: 200 more would pass 400, 100 fits
+        assert spend.reserve(session=session, day=day, caps={"*": 400}, amount=200) == "*"
+        session.rollback()
+    with session_scope(engine) as session:
+        assert spend.reserve(session=session, day=day, caps={"*": 400}, amount=100) is None
+        requests.add(session=session, request=third, taxonomy="news", claim_token=None, reserved_day=day)
+    with session_scope(engine) as session:  # the reconciler finds it overdue
+        overdue = requests.overdue(session=session, cutoffs={"small": utcnow() + timedelta(seconds=1)})
+        assert [r.id for r in overdue] == [third.id]
     engine.dispose()
 
 

@@ -57,11 +57,17 @@ class LimitedModel:
         answer_model: type[BaseModel],
         max_tokens: int,
         labels: list[str] | None = None,
+        request_id: str = "",
     ) -> Completion:
         # A cheap estimate (4 characters a token) is enough to keep under a provider's limit.
         self.window.acquire((len(system) + len(user)) // 4 + max_tokens)
         return self.inner.complete(
-            system=system, user=user, answer_model=answer_model, max_tokens=max_tokens, labels=labels
+            system=system,
+            user=user,
+            answer_model=answer_model,
+            max_tokens=max_tokens,
+            labels=labels,
+            request_id=request_id,
         )
 
 

@@ -7,7 +7,7 @@ import random
 import redis.exceptions
 import sqlalchemy.exc
 
-from core.errors import PermanentModelError, RateLimited, TransientModelError, Unavailable
+from core.errors import RateLimited, TransientModelError, Unavailable
 
 # Retried by Celery with exponential backoff and jitter (declared on the tasks).
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -16,9 +16,6 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,
     redis.exceptions.ConnectionError,
 )
-
-# Not retried: the documents of the batch are marked failed with the reason.
-PERMANENT: tuple[type[BaseException], ...] = (PermanentModelError,)
 
 
 def out_of_retries(retries: int, max_retries: int | None) -> bool:

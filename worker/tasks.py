@@ -15,18 +15,19 @@ from typing import Any
 from celery import Task
 from pydantic import BaseModel, Field
 
-from classifiers.decision import Decision
+from classifiers.decision import Decision, reused
 from classifiers.packing import DocIn
-from core import messaging
+from core import health, messaging
 from core.errors import PermanentModelError, TransientModelError
 from core.messaging import TaskName
 from core.vocab import Outcome, Status
-from store import examples, lifecycle, reports
+from store import examples, lifecycle, requests
 from store.db import session_scope
-from store.models import NANO, utcnow
-from worker import training
+from store.models import utcnow
+from worker import books, training
+from worker.books import DatabaseLedger
 from worker.learning import request_retrains
-from worker.retry import countdown, out_of_retries
+from worker.retry import countdown
 from worker.runtime import Runtime, runtime_of
 
 log = logging.getLogger("docsort.worker")
@@ -51,30 +52,6 @@ def send_batches(task: Task[Any, Any], tier: str, ids: list[int]) -> None:
         )
 
 
-def over_cap(runtime: Runtime, taxonomies: list[str]) -> dict[str, str]:
-    """Taxonomies whose daily spending cap is reached, with the reason documents wait."""
-    spend = runtime.settings.spend
-    if spend.daily_cap_usd is None and not spend.per_taxonomy_daily_cap_usd:
-        return {}
-    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    held: dict[str, str] = {}
-    with session_scope(runtime.engine) as session:
-        if spend.daily_cap_usd is not None:
-            spent = reports.total_cost(session=session, since=midnight) / NANO
-            if spent >= spend.daily_cap_usd:
-                reason = f"waiting: daily spending cap ${spend.daily_cap_usd:.2f} reached"
-                held = dict.fromkeys(taxonomies, reason)
-        for name in taxonomies:
-            cap = spend.per_taxonomy_daily_cap_usd.get(name)
-            if (
-                cap is not None
-                and name not in held
-                and reports.total_cost(session=session, taxonomy=name, since=midnight) / NANO >= cap
-            ):
-                held[name] = f"waiting: daily spending cap ${cap:.2f} for {name} reached"
-    return held
-
-
 def dispatch(self: Task[Any, Any], tier: str) -> int:
     """Hand every undispatched document waiting at tier to classify_batch, in batches."""
     runtime = runtime_of(self)
@@ -89,94 +66,118 @@ def dispatch(self: Task[Any, Any], tier: str) -> int:
     return len(ids)
 
 
+def _prior(runtime: Runtime, ids: list[int], tier: str) -> dict[int, Decision]:
+    """Decisions already paid for at tier (answers recorded by an earlier delivery of the task)."""
+    with session_scope(runtime.engine) as session:
+        rows = requests.answered_attempts(session=session, doc_ids=ids, tier=tier)
+    return {doc_id: reused(attempt) for doc_id, attempt in rows.items()}
+
+
 def classify_batch(self: Task[Any, Any], tier: str, ids: list[int]) -> dict[str, Any]:
-    """Classify the documents ids with one tier and move each on."""
+    """Classify the documents ids with one tier and move each on.
+
+    Answers are recorded as they arrive (worker/books.py); a redelivered or retried task reuses them
+    instead of paying again, and asks only for what is still owed.
+    """
     runtime = runtime_of(self)
     settings = runtime.settings
     args = BatchArgs(tier=tier, ids=ids)
-    first = settings.models[0].name
     token = str(self.request.id or uuid.uuid4().hex)
     with session_scope(runtime.engine) as session:
         docs = lifecycle.claim(session=session, ids=args.ids, tier=args.tier, token=token)
-    by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
-    for doc in docs:
-        by_taxonomy[(doc.taxonomy, doc.taxonomy_version)].append(DocIn(doc.id, doc.text))
-    taxonomies = {key: runtime.taxonomy(*key) for key in by_taxonomy}
     if not docs:
         return {"tier": args.tier, "claimed": 0}
-    if args.tier != first:
-        held = over_cap(runtime, list({name for name, _ in by_taxonomy}))
-        for key in [k for k in by_taxonomy if k[0] in held]:
-            ids_held = [d.id for d in by_taxonomy.pop(key)]
-            with session_scope(runtime.engine) as session:
-                lifecycle.hold(
-                    session=session, ids=ids_held, token=token, reason=held[key[0]], first_tier=False
-                )
-        if not by_taxonomy:
-            return {"tier": args.tier, "held": len(docs)}
-    decisions: list[Decision] = []
+    decided = _prior(runtime, [d.id for d in docs], args.tier)
+    by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
+    for doc in docs:
+        if doc.id not in decided:
+            by_taxonomy[(doc.taxonomy, doc.taxonomy_version)].append(DocIn(doc.id, doc.text))
+    failed: str | None = None  # why the documents still owed an answer give up at this tier
+    give_up = Outcome.escalated  # a tier that stays down hands them on; a permanent error fails them
     try:
-        for key, items in by_taxonomy.items():
-            decisions += runtime.runner(taxonomies[key], args.tier).run(items)
+        for (name, version), items in by_taxonomy.items():
+            ledger = DatabaseLedger(runtime.engine, settings, taxonomy=name, claim_token=token)
+            runner = runtime.runner(runtime.taxonomy(name, version), args.tier)
+            decided |= {d.doc_id: d for d in runner.run(items, ledger)}
     except PermanentModelError as exc:
-        with session_scope(runtime.engine) as session:
-            lifecycle.mark(
-                session=session,
-                ids=[d.id for d in docs],
-                token=token,
-                status=Status.failed,
-                reason=f"{args.tier}: {exc}",
-            )
+        failed, give_up = f"{args.tier}: {exc}", Outcome.invalid
         log.error("permanent model error", extra={"tier": args.tier, "ids": args.ids})
-        return {"tier": args.tier, "failed": len(docs), "error": str(exc)[:300]}
     except TransientModelError as exc:
-        if not out_of_retries(self.request.retries, self.max_retries):
-            raise self.retry(exc=exc, countdown=countdown(exc, self.request.retries)) from exc
-        reason = f"{args.tier} unavailable after {self.request.retries} retries: {exc}"
-        decisions = [
-            Decision(doc_id=doc.id, outcome=Outcome.escalated, reason=reason[:300])
-            for group in by_taxonomy.values()
-            for doc in group
-        ]
+        tries = settings.tier(args.tier).max_retries
+        if self.request.retries < tries:
+            raise self.retry(
+                exc=exc, countdown=countdown(exc, self.request.retries), max_retries=tries
+            ) from exc
+        failed = f"{args.tier} unavailable after {self.request.retries} retries: {exc}"
         log.warning("tier gave up after retries: %s", exc, extra={"tier": args.tier})
-    next_tier = settings.next_tier(args.tier)
+    if failed is not None:  # what was answered before the error stands; the rest moves on or fails
+        decided |= _prior(runtime, [d.id for d in docs if d.id not in decided], args.tier)
+        rest = [d.id for d in docs if d.id not in decided]
+        if give_up is Outcome.escalated:
+            decided |= {i: Decision(doc_id=i, outcome=give_up, reason=failed[:300]) for i in rest}
+        else:
+            with session_scope(runtime.engine) as session:
+                lifecycle.mark(session=session, ids=rest, token=token, status=Status.failed, reason=failed)
+    names = {d.taxonomy for d in docs}
+    return _record(self, runtime, args.tier, token, [decided[d.id] for d in docs if d.id in decided], names)
+
+
+def _record(
+    task: Task[Any, Any],
+    runtime: Runtime,
+    tier: str,
+    token: str,
+    decisions: list[Decision],
+    taxonomies: set[str],
+) -> dict[str, Any]:
+    """Move each document on by its decision, keep what the local tier may learn, hand on escalations."""
+    settings = runtime.settings
+    next_tier = settings.next_tier(tier)
     with session_scope(runtime.engine) as session:
         moved = lifecycle.record(
             session=session,
             decisions=decisions,
-            tier=args.tier,
+            tier=tier,
             token=token,
             next_tier=next_tier.name if next_tier else None,
-            first_tier=args.tier == first,
+            first_tier=tier == settings.models[0].name,
         )
         done = set(moved[Status.done])  # a duplicate message moved nothing and learns nothing
-        keep = [d for d in training.harvestable(settings, args.tier, decisions) if d.doc_id in done]
-        learnt = examples.add_answers(session=session, decisions=keep, origin=args.tier)
+        keep = [d for d in training.harvestable(settings, tier, decisions) if d.doc_id in done]
+        learnt = examples.add_answers(session=session, decisions=keep, origin=tier)
     if learnt:  # labels the local tier learns from; retrain once enough have come
-        request_retrains(self.app, settings, runtime.engine, {name for name, _ in by_taxonomy})
+        request_retrains(task.app, settings, runtime.engine, taxonomies)
     log.info(
         "batch recorded",
         extra={
-            "tier": args.tier,
+            "tier": tier,
             "task_id": token,
             "request_ids": sorted({a.request_id for d in decisions for a in d.attempts if a.request_id}),
             **{status.value: ids for status, ids in moved.items() if ids},
         },
     )
     if moved[Status.escalated] and next_tier is not None:
-        send_batches(self, next_tier.name, moved[Status.escalated])
-    return {"tier": args.tier, **{status.value: len(ids) for status, ids in moved.items()}}
+        send_batches(task, next_tier.name, moved[Status.escalated])
+    return {"tier": tier, **{status.value: len(ids) for status, ids in moved.items()}}
 
 
 def reconcile(self: Task[Any, Any]) -> dict[str, int]:
-    """Re-queue documents stuck waiting or classifying for longer than the configured time."""
+    """Settle requests and re-hand documents whose task died (lease expired) or whose message was lost."""
     runtime = runtime_of(self)
     settings = runtime.settings
-    older = timedelta(seconds=settings.worker.reconcile_after_s)
+    if settings.redis_url:
+        health.beat(settings.redis_url, "reconcile")
+    books.sweep(runtime.engine, settings)
+    now = utcnow()
+    grace = timedelta(seconds=settings.worker.lease_grace_s)
+    lease_ends = {t.name: now - timedelta(seconds=t.timeout_s) - grace for t in settings.models}
+    waiting_since = now - timedelta(seconds=settings.worker.requeue_after_s)
     depths = messaging.queue_depths(settings, [messaging.tier_queue(t.name) for t in settings.models])
     idle = [t.name for t in settings.models if depths[messaging.tier_queue(t.name)] == 0]
     with session_scope(runtime.engine) as session:
-        stuck = lifecycle.stale(session=session, older_than=older, idle_tiers=idle)
+        stuck = lifecycle.stale(
+            session=session, lease_ends=lease_ends, waiting_since=waiting_since, idle_tiers=idle
+        )
         for stuck_ids in stuck.values():
             lifecycle.release(session=session, ids=stuck_ids, first_tier=settings.models[0].name)
     for tier in stuck:

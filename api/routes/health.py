@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import httpx
@@ -10,20 +11,25 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from core import health
+
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up."""
-    return {"status": "ok"}
+def healthz() -> dict[str, str | int]:
+    """The process is up (and which one it is: `docsort up` checks that the port answers from its own)."""
+    return {"status": "ok", "pid": os.getpid()}
 
 
 class Readiness(BaseModel):
     """Whether every dependency answers, and each one's state."""
 
     status: Literal["ready", "not ready"]
-    checks: dict[str, str] = Field(description="database, redis, model:<tier>: ok | down: <error>")
+    checks: dict[str, str] = Field(
+        description="database, redis, model:<tier>: ok | down: <error>; reconciler: ok | late | not seen "
+        "yet; service:<name> (under `docsort up`): up | restarting"
+    )
 
 
 @router.get(
@@ -61,7 +67,21 @@ def readyz(request: Request) -> JSONResponse:
             )
         except httpx.HTTPError as exc:
             checks[f"model:{tier.name}"] = f"down: {type(exc).__name__}"
-    ready = all(value == "ok" for value in checks.values())
+    settings = state.settings
+    ago = health.seconds_since(settings.redis_url, "reconcile") if settings.redis_url else None
+    every = settings.worker.reconcile_every_s
+    if ago is None:
+        checks["reconciler"] = "not seen yet"  # starting up; a stack that never runs it shows as late
+    else:
+        checks["reconciler"] = "ok" if ago <= 3 * every + 30 else f"late: last ran {ago:.0f}s ago"
+    for name, service in (health.read_services(settings.data_dir) or {}).items():
+        restarts = (
+            f" ({service['restarts']} restarts, last exit {service['last_exit']})"
+            if service["restarts"]
+            else ""
+        )
+        checks[f"service:{name}"] = ("ok" if service["state"] == "up" else service["state"]) + restarts
+    ready = all(value.startswith("ok") or value == "not seen yet" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import CeleryDep, SessionDep, SettingsDep
-from api.schemas import CostReport, TierCost
-from core import messaging
-from core.vocab import Status
-from store import reports
+from api.schemas import CostReport, Requests, Spend, TierCost, Unanswered
+from core import health, messaging
+from core.config import Settings
+from core.vocab import RequestState, Status
+from store import reports, requests, spend
 from store.models import NANO, utcnow
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 
+def _spend(session: SessionDep, settings: Settings) -> Spend:
+    day = spend.today()
+    rows = spend.state(session=session, day=day)
+    start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    books = requests.report(session=session, since=start)
+    spent = sum(books[s]["cost_nanousd"] for s in (RequestState.answered, RequestState.unanswered))
+    caps = settings.spend.per_taxonomy_daily_cap_usd
+    return Spend(
+        day=day.isoformat(),
+        spent_usd=spent / NANO,
+        reserved_usd=rows.get(spend.ALL, {}).get("reserved_nanousd", 0) / NANO,
+        daily_cap_usd=settings.spend.daily_cap_usd,
+        per_taxonomy={
+            name: {
+                "spent_usd": rows.get(name, {}).get("spent_nanousd", 0) / NANO,
+                "reserved_usd": rows.get(name, {}).get("reserved_nanousd", 0) / NANO,
+                "cap_usd": cap,
+            }
+            for name, cap in caps.items()
+        },
+    )
+
+
 @router.get("/costs", response_model=CostReport)
-def get_costs(session: SessionDep) -> CostReport:
-    """Totals by tier and model, cost per 1,000 documents, and the saving against the last tier."""
+def get_costs(session: SessionDep, settings: SettingsDep) -> CostReport:
+    """Totals by tier and model, cost per 1,000 documents, the saving against the last tier, the
+    requests that brought no answer (estimated), and today's spend against the caps."""
     report = reports.cost_report(session=session)
+    books = requests.report(session=session)
     total = sum(t["cost_nanousd"] for t in report["by_tier"])
     baseline = report["baseline_nanousd"]
     documents = report["documents"]
@@ -38,6 +65,16 @@ def get_costs(session: SessionDep) -> CostReport:
             )
             for t in report["by_tier"]
         ],
+        requests=Requests(
+            answered=books[RequestState.answered]["requests"],
+            failed=books[RequestState.failed]["requests"],
+            in_flight=books[RequestState.sent]["requests"],
+        ),
+        unanswered_requests=Unanswered(
+            requests=books[RequestState.unanswered]["requests"],
+            cost_usd=books[RequestState.unanswered]["cost_nanousd"] / NANO,
+        ),
+        spend=_spend(session, settings),
     )
 
 
@@ -49,13 +86,38 @@ class Throughput(BaseModel):
     last_15m: float
 
 
+class Reconciler(BaseModel):
+    """The periodic job that recovers documents and requests a crash left behind."""
+
+    last_run_s_ago: float | None = Field(description="None: not seen in the last day")
+    every_s: float
+    late: bool = Field(description="It has not run for three of its periods: its scheduler is down")
+    recovery_bound_s: float = Field(description="A crashed task's documents are handed out again within this")
+
+
 class Stats(BaseModel):
-    """Progress: documents by status, queue depths, throughput, cost so far."""
+    """Progress: documents by status, queue depths, throughput, cost so far; the processes' health."""
 
     documents: dict[str, int]
     queues: dict[str, int | None]
     throughput_per_min: Throughput
     cost_usd: float
+    reconciler: Reconciler
+    services: dict[str, dict[str, Any]] | None = Field(
+        None, description="Under `docsort up`: each service's state, pid, restarts and last exit code"
+    )
+
+
+def reconciler_state(settings: Settings) -> Reconciler:
+    """When the reconciler last ran, and whether that is too long ago."""
+    every = settings.worker.reconcile_every_s
+    ago = health.seconds_since(settings.redis_url, "reconcile") if settings.redis_url else None
+    return Reconciler(
+        last_run_s_ago=ago,
+        every_s=every,
+        late=ago is not None and ago > 3 * every + 30,
+        recovery_bound_s=settings.recovery_bound_s,
+    )
 
 
 @router.get("/stats", response_model=Stats)
@@ -71,4 +133,6 @@ def get_stats(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> 
         queues=messaging.queue_depths(settings, messaging.queue_names(settings)),
         throughput_per_min=Throughput(last_1m=rates[1], last_5m=rates[5], last_15m=rates[15]),
         cost_usd=reports.total_cost(session=session) / NANO,
+        reconciler=reconciler_state(settings),
+        services=health.read_services(settings.data_dir),
     )

@@ -42,6 +42,10 @@ class ChatModel(Protocol):
         answer_model: type[BaseModel],
         max_tokens: int,
         labels: list[str] | None = None,
+        request_id: str = "",
     ) -> Completion:
-        """Ask once (labels bind a label_only answer); raises ModelError subclasses."""
+        """Ask once (labels bind a label_only answer; request_id goes as X-Client-Request-Id).
+
+        Raises ModelError subclasses, with `unanswered` set where the request may have been billed.
+        """
         ...

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2  # the HTTP library of the openai client (a fork of httpx)
 import openai
+import pydantic
 from pydantic import BaseModel
 
 from classifiers.confidence import TokenLogprob
@@ -43,7 +44,8 @@ class OpenAIModel:
             base_url=tier.base_url,
             api_key=tier.api_key.get_secret_value(),
             timeout=tier.timeout_s,
-            max_retries=tier.max_retries,
+            # docsort retries (worker/tasks.py), so that every try is in the books: never the client.
+            max_retries=0,
             http_client=http_client,
         )
 
@@ -93,6 +95,7 @@ class OpenAIModel:
         answer_model: type[BaseModel],
         max_tokens: int,
         labels: list[str] | None = None,
+        request_id: str = "",
     ) -> Completion:
         """Ask once, mapping the client's errors onto docsort's tree."""
         if self.tier.transport == "label_only":
@@ -112,20 +115,26 @@ class OpenAIModel:
                 ],
                 temperature=0,
                 max_tokens=max_tokens,
+                extra_headers={"X-Client-Request-Id": request_id} if request_id else None,
                 **kwargs,
             )
         except openai.RateLimitError as exc:
             raise RateLimited(str(exc), retry_after=_retry_after(exc.response)) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise TransientModelError(f"{type(exc).__name__}: {exc}") from exc
+            # Refused or not connected in time: never sent. Otherwise it may have been billed.
+            sent = not isinstance(exc.__cause__, httpx2.ConnectError | httpx2.ConnectTimeout)
+            raise TransientModelError(f"{type(exc).__name__}: {exc}", unanswered=sent) from exc
         except openai.InternalServerError as exc:
             raise TransientModelError(f"HTTP {exc.status_code}: {exc}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code in (408, 409) or exc.status_code >= 500:
                 raise TransientModelError(f"HTTP {exc.status_code}: {exc}") from exc
             raise PermanentModelError(f"HTTP {exc.status_code}: {exc}") from exc
-        except openai.APIResponseValidationError as exc:
-            raise InvalidAnswer(f"unreadable response: {exc}") from exc
+        except (openai.APIResponseValidationError, ValueError, pydantic.ValidationError) as exc:
+            # A 200 whose body does not parse (truncated JSON, say): billed, usage unknown.
+            raise InvalidAnswer(
+                f"unreadable response: {type(exc).__name__}: {exc}"[:500], unanswered=True
+            ) from exc
         latency_ms = int((time.monotonic() - started) * 1000)
         return self._completion(response, latency_ms)
 

@@ -1,0 +1,153 @@
+"""The workers' ledger: every model request in the database, each write in its own transaction.
+
+`before` writes the request down, reserves its most possible cost under the day's spending caps (all
+taxonomies, and its own) and renews the claim of its documents, in one transaction: a cap that leaves
+no room raises SpendCapReached and nothing is sent. `answered` records the usage, the cost and every
+document's attempt the moment the answer arrives, and settles the reservation; `failed` settles an
+error answer at nothing and a missing answer at its estimate. The reconciler settles requests whose
+worker died (`sweep`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from classifiers.decision import AttemptRecord, PlannedRequest
+from classifiers.providers import Completion
+from core.config import Settings
+from core.errors import ModelError, SpendCapReached
+from core.vocab import RequestState
+from store import requests, spend
+from store.db import session_scope
+from store.models import NANO, ModelRequest, utcnow
+
+log = logging.getLogger("docsort.books")
+
+
+def caps_for(settings: Settings, taxonomy: str) -> dict[str, int]:
+    """The day's caps (nano-USD) that a request of taxonomy reserves under, by scope."""
+    caps: dict[str, int] = {}
+    if settings.spend.daily_cap_usd is not None:
+        caps[spend.ALL] = round(settings.spend.daily_cap_usd * NANO)
+    own = settings.spend.per_taxonomy_daily_cap_usd.get(taxonomy)
+    if own is not None:
+        caps[taxonomy] = round(own * NANO)
+    return caps
+
+
+def _scopes(row: ModelRequest) -> list[str]:
+    return [spend.ALL, row.taxonomy]
+
+
+@dataclass
+class DatabaseLedger:
+    """The books of one task's requests for one taxonomy."""
+
+    engine: Engine
+    settings: Settings
+    taxonomy: str
+    claim_token: str | None = None
+
+    def before(self, request: PlannedRequest) -> None:
+        caps = caps_for(self.settings, self.taxonomy) if request.reserve_nanousd else {}
+        day = spend.today() if caps else None
+        with session_scope(self.engine) as session:
+            if day is not None:
+                refused = spend.reserve(session=session, day=day, caps=caps, amount=request.reserve_nanousd)
+                if refused is not None:  # raised inside the transaction: the reservations roll back
+                    cap = caps[refused] / NANO
+                    whose = "" if refused == spend.ALL else f" for {refused}"
+                    raise SpendCapReached(f"waiting: daily spending cap ${cap:.2f}{whose} reached")
+            requests.add(
+                session=session,
+                request=request,
+                taxonomy=self.taxonomy,
+                claim_token=self.claim_token,
+                reserved_day=day,
+            )
+            if self.claim_token:
+                requests.touch_claims(session=session, doc_ids=request.doc_ids, token=self.claim_token)
+
+    def answered(
+        self,
+        request: PlannedRequest,
+        completion: Completion,
+        cost_nanousd: int,
+        attempts: list[AttemptRecord],
+    ) -> None:
+        with session_scope(self.engine) as session:
+            was = requests.answer(
+                session=session,
+                request_id=request.id,
+                input_tokens=completion.usage.input_tokens,
+                cached_tokens=completion.usage.cached_tokens,
+                output_tokens=completion.usage.output_tokens,
+                cost_nanousd=cost_nanousd,
+                provider_request_id=completion.request_id,
+                attempts=attempts,
+            )
+            row = requests.get(session=session, request_id=request.id)
+            if was is None or row is None or row.reserved_day is None:
+                return
+            if was is RequestState.sent:
+                spend.settle(
+                    session=session,
+                    day=row.reserved_day,
+                    scopes=_scopes(row),
+                    reserved=row.reserve_nanousd,
+                    spent=cost_nanousd,
+                )
+            else:  # swept as unanswered (counted at its estimate, reservation released): correct it
+                spend.add_spent(
+                    session=session,
+                    day=row.reserved_day,
+                    scopes=_scopes(row),
+                    amount=cost_nanousd - row.estimate_nanousd,
+                )
+
+    def failed(self, request: PlannedRequest, error: ModelError) -> None:
+        with session_scope(self.engine) as session:
+            if not requests.fail(
+                session=session, request_id=request.id, error=str(error), unanswered=error.unanswered
+            ):
+                return
+            row = requests.get(session=session, request_id=request.id)
+            if row is not None and row.reserved_day is not None:
+                spend.settle(
+                    session=session,
+                    day=row.reserved_day,
+                    scopes=_scopes(row),
+                    reserved=row.reserve_nanousd,
+                    spent=row.estimate_nanousd if error.unanswered else 0,
+                )
+
+
+def sweep(engine: Engine, settings: Settings) -> int:
+    """Settle requests still `sent` past their tier's timeout and lease grace: counted unanswered."""
+    grace = timedelta(seconds=settings.worker.lease_grace_s)
+    cutoffs = {t.name: utcnow() - timedelta(seconds=t.timeout_s) - grace for t in settings.llm_tiers}
+    with session_scope(engine) as session:
+        rows = requests.overdue(session=session, cutoffs=cutoffs)
+    for row in rows:
+        with session_scope(engine) as session:
+            if not requests.fail(
+                session=session, request_id=row.id, error="no answer: its worker stopped", unanswered=True
+            ):
+                continue
+            if row.reserved_day is not None:
+                spend.settle(
+                    session=session,
+                    day=row.reserved_day,
+                    scopes=_scopes(row),
+                    reserved=row.reserve_nanousd,
+                    spent=row.estimate_nanousd,
+                )
+    if rows:
+        log.warning(
+            "requests without an answer counted at their estimate", extra={"ids": [r.id for r in rows]}
+        )
+    return len(rows)
