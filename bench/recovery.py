@@ -34,13 +34,17 @@ from tests.processes import FakeProvider, wait_for
 from tests.test_healing import TEXTS, Up, children, final, post
 from tests.test_ledger import PRICES, fake_tiers
 
-WORKER = WorkerSettings(concurrency=2, flush_interval_s=0.1, lease_grace_s=5, requeue_after_s=5, reconcile_every_s=5)
+WORKER = WorkerSettings(
+    concurrency=2, flush_interval_s=0.1, lease_grace_s=5, requeue_after_s=5, reconcile_every_s=5
+)
 TIMEOUT_S = 10.0
 
 
 def env_for(tmp: Path, provider: FakeProvider) -> dict[str, str]:
     port = int(provider.url.rsplit(":", 1)[1])
-    tiers = [t.model_dump(mode="json") | {"api_key": "not-needed"} for t in fake_tiers(port, timeout_s=TIMEOUT_S)]
+    tiers = [
+        t.model_dump(mode="json") | {"api_key": "not-needed"} for t in fake_tiers(port, timeout_s=TIMEOUT_S)
+    ]
     os.environ.pop("DOCSORT_REDIS_URL", None)
     return {
         "DOCSORT_DATA_DIR": str(tmp / "data"),
@@ -80,14 +84,20 @@ def one(kind: str, delay: float, docs: int) -> dict[str, Any]:
             elif kind == "beat":
                 os.kill(services["beat"]["pid"], signal.SIGKILL)
                 time.sleep(1)  # a heartbeat from before the kill must not count
-                wait_for(lambda: (h := heartbeat(up.api)) is not None and h < time.monotonic() - killed, 120, "a reconcile after the kill")
+                wait_for(
+                    lambda: (h := heartbeat(up.api)) is not None and h < time.monotonic() - killed,
+                    120,
+                    "a reconcile after the kill",
+                )
             elif kind == "worker":
                 os.killpg(services["worker"]["pid"], signal.SIGKILL)
             elif kind == "stack":
                 up.kill()
                 up = Up(env, tmp / "up2.log")
                 up.ready()
-            took_until = wait_for(lambda: final(up.api, ids) and time.monotonic(), 600, "every document final", 0.2)
+            took_until = wait_for(
+                lambda: final(up.api, ids) and time.monotonic(), 600, "every document final", 0.2
+            )
             stats = httpx.get(f"{up.api}/v1/stats", timeout=10).json()
             return {
                 "kind": kind,
@@ -117,7 +127,9 @@ def main() -> None:
     for kind, runs in rows.items():
         seconds = [r["seconds"] for r in runs]
         ratio = f"{statistics.median(seconds) / base:.2f}x the no-kill run" if base else ""
-        print(f"recovery {kind}: median {statistics.median(seconds):.1f}s {seconds} (bound {runs[0]['bound_s']:.0f}s) {ratio}")
+        print(
+            f"recovery {kind}: median {statistics.median(seconds):.1f}s {seconds} (bound {runs[0]['bound_s']:.0f}s) {ratio}"
+        )
 
 
 if __name__ == "__main__":

@@ -127,8 +127,18 @@ def openai_tiers(api_key: str) -> list[ModelTier]:
     ]
 
 
-def offline_tiers() -> list[ModelTier]:
+class OfflineSettings(BaseModel):
+    """Where the offline model servers are: on this machine (`docsort up`), or a service of their own."""
+
+    host: str = Field("127.0.0.1", description="Where the workers reach them (compose: the llm service)")
+    bind: str = Field("127.0.0.1", description="Where they listen (0.0.0.0 in their own container)")
+    small_port: int = 8081
+    large_port: int = 8082
+
+
+def offline_tiers(offline: OfflineSettings | None = None) -> list[ModelTier]:
     """The offline default: local llama.cpp servers, priced as gpt-4o-mini and gpt-4o."""
+    offline = offline or OfflineSettings()
     common: dict[str, Any] = {
         "kind": "llamacpp",
         "transport": "json_object",
@@ -145,8 +155,8 @@ def offline_tiers() -> list[ModelTier]:
             name="small",
             model="smollm2-135m",
             weights="smollm2-135m",
-            port=8081,
-            base_url="http://127.0.0.1:8081/v1",
+            port=offline.small_port,
+            base_url=f"http://{offline.host}:{offline.small_port}/v1",
             price=GPT_4O_MINI,
             threshold=0.6,
             **common,
@@ -155,8 +165,8 @@ def offline_tiers() -> list[ModelTier]:
             name="large",
             model="qwen2.5-coder-0.5b",
             weights="qwen2.5-coder-0.5b",
-            port=8082,
-            base_url="http://127.0.0.1:8082/v1",
+            port=offline.large_port,
+            base_url=f"http://{offline.host}:{offline.large_port}/v1",
             price=GPT_4O,
             threshold=0.5,
             **common,
@@ -321,6 +331,7 @@ class Settings(BaseSettings):
         toml_file="docsort.toml",
         extra="forbid",
         hide_input_in_errors=True,  # a start-up error must not print the secrets it was given
+        env_ignore_empty=True,  # compose passes `${VAR:-}` as "": that means unset, not an empty value
     )
 
     env: Literal["development", "production"] = "development"
@@ -329,6 +340,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     models: list[ModelTier] = Field(default_factory=list)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
     default_taxonomy: TaxonomySpec = Field(default_factory=default_taxonomy)
     api: ApiSettings = Field(default_factory=ApiSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
@@ -364,7 +376,7 @@ class Settings(BaseSettings):
             key = os.environ.get("OPENAI_API_KEY", "")
             # The learned tier leads: zero-shot it hands everything on; with labels it answers the
             # easy documents for free (classifiers/local.py).
-            self.models = [local_tier(), *(openai_tiers(key) if key else offline_tiers())]
+            self.models = [local_tier(), *(openai_tiers(key) if key else offline_tiers(self.offline))]
         names = [tier.name for tier in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model tier names must be unique, got {names}")

@@ -72,6 +72,39 @@ def demo(
     raise typer.Exit(run_demo(_settings(), timeout_s=timeout))
 
 
+@app.command("serve-models")
+def serve_models() -> None:
+    """Serve the offline models (llama.cpp) alone, restarting a server that dies; Ctrl-C stops them."""
+    from docsort.services import StartError
+    from docsort.services import serve_models as serve
+
+    settings = _settings()
+    if not any(tier.weights for tier in settings.models):
+        console.print("[red]no tier names offline weights: nothing to serve[/]")
+        raise typer.Exit(1)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        supervisor = serve(settings)
+    except StartError as exc:
+        console.print(f"[red]docsort serve-models: {exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"serving offline models on {settings.offline.bind}; Ctrl-C stops them")
+    try:
+        while not stopping:
+            supervisor.watch()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        supervisor.stop()
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the newest migration."""

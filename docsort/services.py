@@ -129,14 +129,14 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
             )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         config = settings.data_dir / f"llama-{port}.json"
-        config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}))
+        config.write_text(json.dumps({"host": settings.offline.bind, "port": port, "models": models}))
         services.append(
             Service(
                 name=f"llama-{port}",
                 argv=[sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
                 ready=_http_ok(f"http://127.0.0.1:{port}/v1/models"),
                 timeout_s=180,
-                ports=[("127.0.0.1", port)],
+                ports=[(settings.offline.bind, port)],
             )
         )
     return services
@@ -214,6 +214,16 @@ def app_services(settings: Settings) -> list[Service]:
         )
     )
     return services
+
+
+def serve_models(settings: Settings) -> Supervisor:
+    """The offline model servers alone, supervised (the llm service of compose.yaml runs this)."""
+    supervisor = Supervisor(settings.data_dir / "logs")
+    services = llama_services(settings)
+    supervisor.check_ports(services)
+    for service in services:
+        supervisor.start(service)
+    return supervisor
 
 
 @contextmanager
