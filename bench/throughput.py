@@ -1,7 +1,11 @@
 """Pipeline throughput: API -> database -> Redis -> worker -> database, against plain Celery no-ops.
 
-The model is bench/instant_llm.py (answers instantly), so the pipeline itself is measured.
-Run: .venv/bin/python -m bench.throughput --n 20000
+The LLM tiers are bench/instant_llm.py (answers instantly), so the pipeline itself is measured.
+--cascade none (the default): two instant tiers and no local tier, on a one-line synthetic text.
+--cascade default: the cascade docsort ships (a trained local tier first, then small and large, both
+instant), on dev-set texts (bench/cascade_load.py): the local tier's share and accuracy are scored.
+The last line printed is `ratio <classified/s over no-op tasks/s>`.
+Run: .venv/bin/python -m bench.throughput --n 20000 [--cascade default] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -19,28 +23,35 @@ from typing import Any
 import httpx
 import redis
 
-from core.config import ModelTier, Settings, WorkerSettings
+from bench.cascade_load import DATASETS, Workload, document, score, teach, workload
+from core import messaging
+from core.config import AuditSettings, LocalSettings, ModelTier, Settings, WorkerSettings, local_tier
 from docsort.services import Supervisor, free_port, redis_service
 from tests.processes import settings_env, wait_for
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory of a process and its children (VmHWM), in MB."""
-    total = 0
-    pids = [pid]
+def peak_rss(pid: int) -> dict[str, float]:
+    """Peak resident memory (VmHWM, MB) of a process ("main") and of each of its children."""
+    pids = {"main": pid}
     try:
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-        pids += [int(c) for c in children]
+        pids |= {f"child {c}": int(c) for c in children}
     except OSError:
         pass
-    for p in pids:
+    out = {}
+    for name, p in pids.items():
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
+                    out[name] = round(int(line.split()[1]) / 1024, 1)
         except OSError:
             continue
-    return total / 1024
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process and its children together (VmHWM), in MB."""
+    return round(sum(peak_rss(pid).values()), 1)
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -80,15 +91,27 @@ def baseline(n: int, redis_url: str, concurrency: int, tmp: Path) -> dict[str, f
     started = time.perf_counter()
     wait_for(lambda: int(client.get("noop:done") or 0) >= n, 3600, "no-op tasks", interval=0.2)
     consumed = time.perf_counter() - started
-    memory = peak_rss_mb(worker.pid)
+    memory = peak_rss(worker.pid)
     worker.terminate()
     worker.wait()
-    return {"sent_per_s": n / sent, "consumed_per_s": n / consumed, "worker_peak_mb": memory}
+    return {
+        "sent_per_s": n / sent,
+        "consumed_per_s": n / consumed,
+        "worker_peak_mb": round(sum(memory.values()), 1),
+        "worker_peak_mb_by_process": memory,
+    }
 
 
-def pipeline(n: int, settings: Settings, per_post: int, tmp: Path) -> dict[str, float]:
-    """n documents POSTed in chunks, then classified by one worker through the instant endpoint."""
-    env = settings_env(settings) | {"DOCSORT_API__PORT": str(settings.api.port), "DOCSORT_LOG_JSON": "true"}
+def pipeline(
+    n: int, settings: Settings, per_post: int, tmp: Path, loads: list[Workload] | None = None
+) -> dict[str, Any]:
+    """n documents POSTed in chunks, then classified by one worker; loads: teach and stream those."""
+    env = settings_env(settings) | {
+        "DOCSORT_API__PORT": str(settings.api.port),
+        "DOCSORT_LOG_JSON": "true",
+        "DOCSORT_LOCAL": settings.local.model_dump_json(),
+        "DOCSORT_AUDIT": settings.audit.model_dump_json(),
+    }
     api = spawn(
         [
             sys.executable,
@@ -116,7 +139,7 @@ def pipeline(n: int, settings: Settings, per_post: int, tmp: Path) -> dict[str, 
             "worker.entry:app",
             "worker",
             "-Q",
-            "tier.small,tier.large,control,imports",
+            ",".join(messaging.queue_names(settings)),
             "-c",
             str(settings.worker.concurrency),
             "--loglevel",
@@ -125,28 +148,40 @@ def pipeline(n: int, settings: Settings, per_post: int, tmp: Path) -> dict[str, 
         env,
         tmp / "worker.log",
     )
+    out: dict[str, Any] = {}
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
+        with httpx.Client(base_url=base, timeout=600) as client:
+            # Taught before the clock starts: training is not what this measures.
+            out["local_models"] = {w.name: teach(client, w) for w in loads or []}
             started = time.perf_counter()
             for start in range(0, n, per_post):
                 docs = [
-                    {"text": f"bench document {i}: markets, matches and missions"}
+                    document(loads[i % len(loads)], i // len(loads))
+                    if loads
+                    else {"text": f"bench document {i}: markets, matches and missions"}
                     for i in range(start, min(n, start + per_post))
                 ]
                 client.post("/v1/documents", json={"documents": docs}).raise_for_status()
             accepted = time.perf_counter() - started
+            last: dict[str, Any] = {}
 
             def finished() -> bool:
-                stats = client.get("/v1/stats").json()["documents"]
-                return stats.get("done", 0) + stats.get("needs_review", 0) >= n
+                stats = client.get("/v1/stats").json()
+                if stats["tier_throughput"]["tiers"]:
+                    last["tier_throughput"] = stats["tier_throughput"]  # the last window before the end
+                counts = stats["documents"]
+                return bool(counts.get("done", 0) + counts.get("needs_review", 0) >= n)
 
-            wait_for(finished, 3600, "classification", interval=0.5)
+            wait_for(finished, 7200, "classification", interval=0.5)
             classified = time.perf_counter() - started
-        return {
+        api_mb, worker_mb = peak_rss(api.pid), peak_rss(worker.pid)
+        return out | {
             "accepted_per_s": n / accepted,
             "classified_per_s": n / classified,
-            "api_peak_mb": peak_rss_mb(api.pid),
-            "worker_peak_mb": peak_rss_mb(worker.pid),
+            "api_peak_mb": round(sum(api_mb.values()), 1),
+            "worker_peak_mb": round(sum(worker_mb.values()), 1),
+            "peak_mb_by_process": {"api": api_mb, "worker": worker_mb},
+            **last,
         }
     finally:
         for proc in (worker, api):
@@ -169,6 +204,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="documents per model request")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--cascade",
+        choices=["none", "default"],
+        default="none",
+        help="none: two instant tiers; default: a trained local tier first, as docsort ships",
+    )
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="docsort-bench-"))
@@ -193,29 +235,41 @@ def main() -> None:
             "batch_size": args.batch_size,
             "request_token_budget": 100_000,
         }
+        llm_tiers = [
+            ModelTier(name="small", threshold=0.5, **tier),
+            ModelTier(name="large", threshold=0.5, **tier),
+        ]
+        loads = [workload(d) for d in args.datasets] if args.cascade == "default" else None
         settings = Settings(
             data_dir=tmp / "data",
             database_url=args.database_url or f"sqlite:///{tmp / 'bench.db'}",
             redis_url=redis_url,
-            models=[
-                ModelTier(name="small", threshold=0.5, **tier),
-                ModelTier(name="large", threshold=0.5, **tier),
-            ],
+            models=[local_tier(), *llm_tiers] if loads else llm_tiers,
             worker=WorkerSettings(
                 concurrency=args.concurrency, flush_interval_s=0.2, max_batches_per_dispatch=100
             ),
+            # The instant tiers answer the first label whatever the text: learning from them, or
+            # auditing the local tier against them, would retrain on or set aside a good model mid-run.
+            local=LocalSettings(harvest="none") if loads else LocalSettings(),
+            audit=AuditSettings(rate=0.0) if loads else AuditSettings(),
         )
         settings.api.port = free_port()
         settings.api.max_documents_per_request = max(args.per_post, 5000)
-        result = pipeline(args.n, settings, args.per_post, tmp)
+        result = pipeline(args.n, settings, args.per_post, tmp, loads)
+        if loads:
+            versions = {name: m["version"] for name, m in result["local_models"].items()}
+            result["local_tier"] = score(settings.db_url, settings.data_dir, loads, versions)
     finally:
         instant.terminate()
         sup.stop()
     out = {
         "n": args.n,
+        "cascade": args.cascade,
+        "database": "PostgreSQL" if args.database_url else "SQLite",
         "batch_size": args.batch_size,
         "per_post": args.per_post,
         "concurrency": args.concurrency,
+        "load_average_end": os.getloadavg()[0],
         "baseline_noop": base,
         "docsort": result,
         "ratio_classified_to_noop": result["classified_per_s"] / base["consumed_per_s"],
@@ -223,6 +277,7 @@ def main() -> None:
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+    print(f"ratio {out['ratio_classified_to_noop']:.2f}")
 
 
 if __name__ == "__main__":

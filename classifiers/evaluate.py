@@ -170,6 +170,8 @@ def report(
         for r in results
     ]
     cascade_pred, cost, tin, tout, escalated = [], 0, 0, 0, 0
+    answered_at = [0] * len(results)
+    right_at = [0] * len(results)
     for i in range(len(rows)):
         for level, (result, conf) in enumerate(zip(results, confidences, strict=True)):
             cost += result.cost_nanousd[i]
@@ -179,6 +181,8 @@ def report(
             if last or conf[i] >= thresholds[level]:
                 cascade_pred.append(result.predicted[i])
                 escalated += level > 0
+                answered_at[level] += 1
+                right_at[level] += correct(gold[i], result.predicted[i], multi_label)
                 break
     systems.append(
         score(
@@ -216,6 +220,15 @@ def report(
     right = [[correct(g, p, multi_label) for g, p in zip(gold, r.predicted, strict=True)] for r in results]
     return {
         "systems": {s["system"]: s for s in systems},
+        # Each tier's part in the cascade: the share of documents it answered, and how many of those right.
+        "cascade_tiers": {
+            r.tier: {
+                "answered": n,
+                "share": n / len(rows) if rows else 0.0,
+                "accuracy": ok / n if n else None,
+            }
+            for r, n, ok in zip(results, answered_at, right_at, strict=True)
+        },
         "auroc": {r.tier: auroc(r.confidence, ok) for r, ok in zip(results, right, strict=True)},
         "confidence_methods": {r.tier: sorted(set(r.methods)) for r in results},
     }

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from classifiers.confidence import TokenLogprob, label_confidence, stated_confidence
 from classifiers.costs import Usage, cost_nanousd, split, split_usage
-from classifiers.decision import AttemptRecord, Decision, Ledger, unsure
+from classifiers.decision import AttemptRecord, Decision, Ledger, PlannedRequest, unsure
 from classifiers.ledger import MemoryLedger, plan
 from classifiers.packing import DocIn, Packed, pack, renumber, system_prompt, user_prompt
 from classifiers.providers.base import ChatModel, Completion
@@ -25,8 +26,20 @@ from core.vocab import Outcome
 Calibrator = Callable[[float], float]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to send: its plan (id, prices), its documents, the prompt and the answer's length."""
+
+    request: PlannedRequest
+    batch: list[Packed]
+    user: str
+    max_tokens: int
+
+
 @dataclass
-class _Answer:
+class Answer:
+    """A valid answer for one document: its label(s), raw confidence and how that was measured."""
+
     label: str | None
     labels: list[str] | None
     raw_confidence: float | None
@@ -55,7 +68,7 @@ class LLMRunner:
         )
         self.system = system_prompt(self.taxonomy)
 
-    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]:
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None, alone: bool = False) -> list[Decision]:
         """Classify docs with this tier; every doc comes back with a decision, none dropped.
 
         Each request is written in the ledger before it is sent and settled when its answer comes.
@@ -66,17 +79,17 @@ class LLMRunner:
         tier = self.model.tier
         ledger = ledger or MemoryLedger()
         attempts: dict[int, list[AttemptRecord]] = {doc.id: [] for doc in docs}
-        answers: dict[int, _Answer] = {}
+        answers: dict[int, Answer] = {}
         missing: list[Packed] = []
         held: str | None = None
         batches = pack(
             docs,
             self.tokenizer,
-            batch_size=1 if self.label_only else tier.batch_size,
+            batch_size=1 if self.label_only or alone else tier.batch_size,
             request_token_budget=tier.request_token_budget,
             doc_token_budget=tier.doc_token_budget,
         )
-        rounds = [("classify", batches)]
+        rounds = [("reask" if alone else "classify", batches)]
         for round_ in range(tier.max_reasks + 1):
             purpose, todo = rounds[-1]
             owed: list[Packed] = []
@@ -101,15 +114,33 @@ class LLMRunner:
                 decisions.append(self._decide(doc.id, answers.get(doc.id), attempts[doc.id]))
         return decisions
 
-    def _ask(
-        self,
-        batch: list[Packed],
-        attempts: dict[int, list[AttemptRecord]],
-        answers: dict[int, _Answer],
-        ledger: Ledger,
-        purpose: str,
-    ) -> list[Packed]:
-        """One request for batch, written in the ledger; records attempts and answers, returns those owed."""
+    def prepare(self, docs: list[DocIn], alone: bool = False) -> list[Prepared]:
+        """The first pass's requests for docs, packed as the tier packs them (a batch's lines, say); alone:
+        each document in a request of its own, as re-asks are."""
+        tier = self.model.tier
+        batches = pack(
+            docs,
+            self.tokenizer,
+            batch_size=1 if self.label_only or alone else tier.batch_size,
+            request_token_budget=tier.request_token_budget,
+            doc_token_budget=tier.doc_token_budget,
+        )
+        return [self._prepare(batch, "reask" if alone else "classify") for batch in batches]
+
+    def prepare_line(self, docs: list[DocIn], request_id: str) -> Prepared:
+        """The request of a stored Batch API line again (its documents, its id), to read its answer."""
+        tier = self.model.tier
+        [batch] = pack(
+            docs,
+            self.tokenizer,
+            batch_size=len(docs),
+            request_token_budget=sys.maxsize,
+            doc_token_budget=tier.doc_token_budget,
+        )
+        prepared = self._prepare(batch, "classify")
+        return replace(prepared, request=replace(prepared.request, id=request_id))
+
+    def _prepare(self, batch: list[Packed], purpose: str) -> Prepared:
         tier = self.model.tier
         if self.label_only:
             user = (
@@ -127,13 +158,36 @@ class LLMRunner:
             input_tokens=len(self.tokenizer.encode(self.system)) + len(self.tokenizer.encode(user)),
             max_output_tokens=max_tokens,
         )
+        return Prepared(request=request, batch=batch, user=user, max_tokens=max_tokens)
+
+    def body(self, prepared: Prepared) -> dict[str, Any]:
+        """The chat request of prepared as JSON (a Batch API line's body)."""
+        return self.model.request_body(
+            system=self.system,
+            user=prepared.user,
+            answer_model=self.batch_model,
+            max_tokens=prepared.max_tokens,
+            labels=self.taxonomy.label_names if self.label_only else None,
+        )
+
+    def _ask(
+        self,
+        batch: list[Packed],
+        attempts: dict[int, list[AttemptRecord]],
+        answers: dict[int, Answer],
+        ledger: Ledger,
+        purpose: str,
+    ) -> list[Packed]:
+        """One request for batch, written in the ledger; records attempts and answers, returns those owed."""
+        prepared = self._prepare(batch, purpose)
+        request = prepared.request
         ledger.before(request)  # SpendCapReached: nothing is sent
         try:
             completion = self.model.complete(
                 system=self.system,
-                user=user,
+                user=prepared.user,
                 answer_model=self.batch_model,
-                max_tokens=max_tokens,
+                max_tokens=prepared.max_tokens,
                 labels=self.taxonomy.label_names if self.label_only else None,
                 request_id=request.id,
             )
@@ -145,13 +199,30 @@ class LLMRunner:
         except ModelError as exc:
             ledger.failed(request, exc)
             raise
+        missing, records, total = self.settle(prepared, completion, attempts, answers)
+        ledger.answered(request, completion, total, records)
+        return missing
+
+    def settle(
+        self,
+        prepared: Prepared,
+        completion: Completion,
+        attempts: dict[int, list[AttemptRecord]],
+        answers: dict[int, Answer],
+        *,
+        batched: bool = False,
+    ) -> tuple[list[Packed], list[AttemptRecord], int]:
+        """Read a completion of prepared: each document's attempt (its share of the cost, at Batch API
+        prices when batched) and answer; returns the documents still owed, the attempts and the cost."""
+        tier = self.model.tier
+        batch = prepared.batch
         if self.label_only:
             parsed, error = self._parse_label(completion, batch[0].ref)
         else:
             parsed, error = self._parse(completion, batch)
         weights = [p.tokens + 1 for p in batch]
         usages = split_usage(completion.usage, weights)
-        total = cost_nanousd(completion.usage, tier.price)
+        total = cost_nanousd(completion.usage, tier.price, batch_api=batched)
         costs = split(total, weights)
         refs = split(cost_nanousd(completion.usage, self.reference_price or tier.price), weights)
         missing = []
@@ -161,12 +232,13 @@ class LLMRunner:
                 doc_id=p.doc.id,
                 tier=tier.name,
                 model=completion.model or tier.model,
-                request_id=request.id,
+                request_id=prepared.request.id,
                 usage=usage,
                 cost_nanousd=cost,
                 reference_nanousd=ref_cost,
                 latency_ms=completion.latency_ms,
-                written=True,  # by ledger.answered, below
+                written=True,  # by the ledger, with its request's answer
+                batched=batched,
             )
             answer = parsed.get(p.ref)
             if answer is None:
@@ -181,10 +253,13 @@ class LLMRunner:
                 record.outcome = self._outcome(record.confidence)
             attempts[p.doc.id].append(record)
             records.append(record)
-        ledger.answered(request, completion, total, records)
-        return missing
+        return missing, records, total
 
-    def _parse(self, completion: Completion, batch: list[Packed]) -> tuple[dict[int, _Answer], str | None]:
+    def decide(self, doc_id: int, answer: Answer | None, attempts: list[AttemptRecord]) -> Decision:
+        """A document's decision from its answer (if any) and attempts."""
+        return self._decide(doc_id, answer, attempts)
+
+    def _parse(self, completion: Completion, batch: list[Packed]) -> tuple[dict[int, Answer], str | None]:
         """Valid answers by ref; refs answered twice, unknown or off-taxonomy are left out."""
         try:
             payload = json.loads(completion.text)
@@ -213,7 +288,7 @@ class LLMRunner:
             out[ref] = self._answer(item, completion, spans[position] if position < len(spans) else None)
         return out, None
 
-    def _parse_label(self, completion: Completion, ref: int) -> tuple[dict[int, _Answer], str | None]:
+    def _parse_label(self, completion: Completion, ref: int) -> tuple[dict[int, Answer], str | None]:
         """A bare-label answer: exactly one of the labels, its confidence from the label's tokens."""
         text = completion.text
         label = text.strip()
@@ -230,9 +305,9 @@ class LLMRunner:
                 json_string=False,
             )
         method = "label_logprobs" if confidence is not None else "none"
-        return {ref: _Answer(label, None, confidence, method)}, None
+        return {ref: Answer(label, None, confidence, method)}, None
 
-    def _answer(self, item: BaseModel, completion: Completion, span: list[int] | None) -> _Answer:
+    def _answer(self, item: BaseModel, completion: Completion, span: list[int] | None) -> Answer:
         data: dict[str, Any] = item.model_dump()
         label = data.get("label")
         labels = data.get("labels")
@@ -244,10 +319,10 @@ class LLMRunner:
             ]
             known = [s for s in scores if s is not None]
             if known and len(known) == len(chosen):
-                return _Answer(label, labels, min(known), "label_logprobs")
+                return Answer(label, labels, min(known), "label_logprobs")
             if not chosen:  # multi-label answer with no label: nothing to be unsure of
-                return _Answer(label, labels, 1.0, "label_logprobs")
-        return _Answer(label, labels, stated_confidence(data.get("confidence")), "stated")
+                return Answer(label, labels, 1.0, "label_logprobs")
+        return Answer(label, labels, stated_confidence(data.get("confidence")), "stated")
 
     def _logprob_confidence(
         self, text: str, start: int, chosen: str, tokens: list[TokenLogprob]
@@ -289,7 +364,7 @@ class LLMRunner:
             error=f"{type(exc).__name__}: {str(exc)[:300]}",
         )
 
-    def _decide(self, doc_id: int, answer: _Answer | None, attempts: list[AttemptRecord]) -> Decision:
+    def _decide(self, doc_id: int, answer: Answer | None, attempts: list[AttemptRecord]) -> Decision:
         if answer is None:
             return Decision(doc_id=doc_id, outcome=unsure(self.is_last), attempts=attempts)
         return Decision(

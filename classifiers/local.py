@@ -14,6 +14,15 @@ Single-label taxonomies get a multinomial logistic regression, multi-label ones 
 label (classifiers/linear.py says how each answers). Either way an answer is right only if it is exactly
 the true label (or label set); its raw confidence is calibrated to that by Platt scaling on out-of-fold
 answers, and the threshold follows classifiers/selective.py.
+
+Each label has a source (its Example origin): a person's (gold, review) or a model's (an LLM tier's
+name, audit, bulk_accept). The model trains on every label, but calibration and threshold are set on
+person labels when at least min_support of them were scored out of fold or held out ("person_labels");
+otherwise on model labels, against the agreement a model of the target accuracy would have with a
+teacher of accuracy p ("model_labels_vs_teacher"): p measured (store/examples.py::teacher_accuracy) or,
+unmeasured, assumed (the last tier's target_accuracy, else `local.target_accuracy`, which is meant to be
+set to the large tier's accuracy).
+metrics["threshold_rule"] says which rule chose, on how many labels of each source, and p.
 """
 
 from __future__ import annotations
@@ -36,7 +45,18 @@ from classifiers import calibration, embeddings, linear
 from classifiers.calibration import Calibrator
 from classifiers.features import FEATURES, Features
 from classifiers.linear import Label, Linear, as_label, decide, fit_multi, fit_single
-from classifiers.selective import NEVER, choose_threshold, wilson_lower
+from classifiers.selective import (
+    NEVER,
+    Scored,
+    Selection,
+    Teacher,
+    choose_threshold,
+    person_given,
+    rule_metrics,
+    select,
+    teacher_of,
+    wilson_lower,
+)
 from core.config import LocalSettings
 
 __all__ = [
@@ -44,6 +64,7 @@ __all__ = [
     "Features",
     "Label",
     "LocalClassifier",
+    "Teacher",
     "as_label",
     "choose_threshold",
     "train",
@@ -179,11 +200,14 @@ class LocalClassifier:
             for a, raw in zip(answers, raws, strict=True)
         ]
 
-    def accuracy(self, texts: Sequence[str], labels: Sequence[Label]) -> float:
+    def accuracy(
+        self, texts: Sequence[str], labels: Sequence[Label], cache: dict[str, np.ndarray] | None = None
+    ) -> float:
         """Share of texts whose answer is exactly the given label (or label set)."""
         if not texts:
             return 0.0
-        return float(np.mean([p.answer == y for p, y in zip(self.predict(texts), labels, strict=True)]))
+        predictions = self.predict(texts, cache)
+        return float(np.mean([p.answer == y for p, y in zip(predictions, labels, strict=True)]))
 
     def save(self, path: Path) -> None:
         """Write to path atomically (a worker may be loading the previous file)."""
@@ -211,8 +235,10 @@ def _cross_fit(
     params: TrainParams,
     multi_label: bool,
     prior: tuple[csr_matrix, np.ndarray] | None = None,
-) -> tuple[list[Linear], np.ndarray, np.ndarray]:
+) -> tuple[list[Linear], np.ndarray, np.ndarray, np.ndarray]:
     """One layer per fold, and each label's raw confidence and correctness from the layer without it.
+
+    Also which labels got an answer (seen): a fold whose training side has one class is skipped.
 
     prior: extra examples (the label names) on every fold's training side; never scored.
     """
@@ -246,32 +272,39 @@ def _cross_fit(
             correct[test_idx] = [a == t for a, t in zip(answers, y[test_idx], strict=True)]
             layers.append(layer)
     seen = ~np.isnan(raw)
-    return layers, raw[seen], correct[seen]
+    return layers, raw[seen], correct[seen], seen
+
+
+@dataclass
+class _Split:
+    """Whether a person gave each training label; the held-out texts, their labels, and the same."""
+
+    fit_person: np.ndarray
+    hold_t: list[str]
+    hold_y: list[Label]
+    hold_person: np.ndarray
 
 
 def _calibrated(
     features: Features,
     layers: list[Linear],
-    raw: np.ndarray,
-    correct: np.ndarray,
-    hold_t: list[str],
-    hold_y: list[Label],
+    oof: Scored,
+    split: _Split,
     params: TrainParams,
+    teacher: Teacher,
     cache: dict[str, np.ndarray],
     multi_label: bool,
-) -> tuple[LocalClassifier, list[Prediction], list[bool]]:
+) -> tuple[LocalClassifier, list[Prediction], list[bool], Selection]:
     """One candidate's deployed model with its calibrator and threshold, and its held-out answers."""
-    calibrator = calibration.fit(raw.tolist(), correct.tolist(), method="platt")
-    model = LocalClassifier.from_folds(features, layers, calibrator, multi_label)
-    held = model.predict(hold_t, cache)
-    held_ok = [p.answer == t for p, t in zip(held, hold_y, strict=True)]
-    pooled_conf = [calibrator(float(r)) for r in raw] + [p.confidence for p in held]
-    pooled_ok = correct.tolist() + held_ok
-    model.threshold = choose_threshold(
-        pooled_conf, pooled_ok, params.target_accuracy, params.min_support, z=params.z
-    )
-    model.metrics = {"pooled_coverage": float(np.mean(np.asarray(pooled_conf) >= model.threshold))}
-    return model, held, held_ok
+    model = LocalClassifier.from_folds(features, layers, calibration.fit([], []), multi_label)
+    held = model.predict(split.hold_t, cache)  # raw confidences; calibrated below
+    held_ok = [p.answer == t for p, t in zip(held, split.hold_y, strict=True)]
+    scored = Scored(np.asarray([p.raw for p in held]), np.asarray(held_ok, dtype=bool), split.hold_person)
+    chosen = select(oof, scored, params.target_accuracy, params.min_support, teacher, z=params.z)
+    model.calibrator, model.threshold = chosen.calibrator, chosen.threshold
+    held = [replace(p, confidence=chosen.calibrator(p.raw)) for p in held]
+    model.metrics = {"pooled_coverage": chosen.coverage}
+    return model, held, held_ok, chosen
 
 
 def train(
@@ -279,33 +312,54 @@ def train(
     labels: Sequence[str | Sequence[str]],
     params: TrainParams,
     cache: dict[str, np.ndarray] | None = None,
+    *,
+    sources: Sequence[str] | None = None,
+    teacher_accuracy: float | None = None,
+    teacher_accuracy_source: str | None = None,
 ) -> LocalClassifier:
     """Fit, calibrate and score a model on labelled texts (later duplicates of a text win).
 
     A label is a string, or for a multi-label taxonomy a list of labels; all must be of one kind.
+    sources: each label's origin ("gold", "review": a person's; a tier's name, "audit", "bulk_accept" or
+    anything else: a model's); None: every label is a person's, as before sources were known. teacher_accuracy: the
+    model labels' measured accuracy p, and teacher_accuracy_source where it came from; None: assumed
+    to be params.target_accuracy. See the module docstring for the threshold rule they choose.
     """
     from threadpoolctl import threadpool_limits
 
     started = time.monotonic()
-    latest = {t: as_label(y) for t, y in zip(texts, labels, strict=True)}
-    kinds = {type(y) for y in latest.values()}
+    origins = ["gold"] * len(texts) if sources is None else list(sources)
+    if len(origins) != len(texts):
+        raise ValueError(f"{len(origins)} sources for {len(texts)} labels")
+    latest = {t: (as_label(y), o) for t, y, o in zip(texts, labels, origins, strict=True)}
+    kinds = {type(y) for y, _ in latest.values()}
     if len(kinds) > 1:
         raise ValueError("labels mix single labels and label lists")
     multi_label = kinds == {tuple}
     fit_t = [t for t in latest if not in_holdout(t, params.holdout_fraction)]
     hold_t = [t for t in latest if in_holdout(t, params.holdout_fraction)]
     y = np.empty(len(fit_t), dtype=object)
-    y[:] = [latest[t] for t in fit_t]  # element by element: tuples would otherwise make a 2-D array
-    hold_y = [latest[t] for t in hold_t]
+    y[:] = [latest[t][0] for t in fit_t]  # element by element: tuples would otherwise make a 2-D array
+    split = _Split(
+        np.asarray([person_given(latest[t][1]) for t in fit_t], dtype=bool),
+        hold_t,
+        [latest[t][0] for t in hold_t],
+        np.asarray([person_given(latest[t][1]) for t in hold_t], dtype=bool),
+    )
     names = {n for a in y for n in a} if multi_label else set(y.tolist())
     if len(fit_t) < 2 or len(names) < 2:
         raise NotEnoughLabels(f"{len(fit_t)} training labels in {len(names)} classes")
+    # K: the classes among the labels (fewer than the taxonomy's make a* higher: stricter); 0 for sets.
+    every = {n for a, _ in latest.values() for n in ([a] if isinstance(a, str) else a)}
+    teacher = teacher_of(
+        params.target_accuracy, 0 if multi_label else len(every), teacher_accuracy, teacher_accuracy_source
+    )
     cache = {} if cache is None else cache  # text -> embedding, shared by every candidate
     prior_labels = sorted(names) if params.label_prior and not multi_label else []
     prior_y = np.asarray(prior_labels, dtype=object)
     accuracy: dict[str, float] = {}
     coverage: dict[str, float] = {}
-    best: tuple[LocalClassifier, list[Prediction], list[bool]] | None = None
+    best: tuple[LocalClassifier, list[Prediction], list[bool], Selection] | None = None
     # One BLAS thread: L-BFGS's small vector steps ran 10x slower with two on a busy 2-core machine.
     with threadpool_limits(1, user_api="blas"):
         for kind in candidates(params):
@@ -316,10 +370,10 @@ def train(
                 prior = None
                 if prior_labels:
                     prior = (features.transform([label_text(c) for c in prior_labels], cache), prior_y)
-                layers, raw, correct = _cross_fit(x, y, params, multi_label, prior)
-                model, held, held_ok = _calibrated(
-                    features, layers, raw, correct, hold_t, hold_y, params, cache, multi_label
-                )
+                layers, raw, correct, seen = _cross_fit(x, y, params, multi_label, prior)
+                oof = Scored(raw, correct, split.fit_person[seen])
+                chosen = _calibrated(features, layers, oof, split, params, teacher, cache, multi_label)
+                model = chosen[0]
                 accuracy[features.name] = float(correct.mean()) if len(correct) else 0.0
                 coverage[features.name] = model.metrics["pooled_coverage"]
                 # The most answered under the threshold rule, then the most accurate; ties: the earlier.
@@ -327,9 +381,9 @@ def train(
                     coverage[best[0].features.name],
                     accuracy[best[0].features.name],
                 ):
-                    best = (model, held, held_ok)
+                    best = chosen
     assert best is not None
-    model, held, held_ok = best
+    model, held, held_ok, selection = best
     features = model.features
     answered = [ok for p, ok in zip(held, held_ok, strict=True) if p.confidence >= model.threshold]
     model.metrics = {
@@ -349,6 +403,9 @@ def train(
         "holdout_answered_accuracy": float(np.mean(answered)) if answered else None,
         "pooled_coverage": coverage[features.name],
         "target_accuracy": params.target_accuracy,
+        "threshold_rule": rule_metrics(
+            selection, [o for _, o in latest.values()], teacher, params.target_accuracy
+        ),
         "train_seconds": round(time.monotonic() - started, 3),
     }
     return model

@@ -45,7 +45,7 @@ class LocalRunner:
     is_last: bool = False
     reference: Callable[[str], int] | None = None
 
-    def run(self, docs: list[DocIn], ledger: Ledger | None = None) -> list[Decision]:
+    def run(self, docs: list[DocIn], ledger: Ledger | None = None, alone: bool = False) -> list[Decision]:
         """One decision per document; untrained, every document goes on unrecorded (no requests: no books)."""
         pass_on = unsure(self.is_last)
         if self.model is None:

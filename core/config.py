@@ -95,7 +95,23 @@ class ModelTier(BaseModel):
     confidence: Literal["label_logprobs", "stated"] = "label_logprobs"
     price: Price = Field(default_factory=Price)
     threshold: float = Field(0.5, ge=0, le=1)
+    target_accuracy: float | None = Field(
+        None, gt=0, le=1, description="What its accepted answers promise; default local.target_accuracy"
+    )
     batch_size: int = Field(8, ge=1, le=64)
+    # The OpenAI Batch API (half price, answers within 24 hours): off, for imports that ask for it, or for
+    # every document (worker/batches.py).
+    batch_api: Literal["off", "imports", "always"] = "off"
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000, description="Requests per batch file")
+    batch_max_bytes: int = Field(200_000_000, ge=1_000, le=200_000_000, description="Bytes per batch file")
+    batch_enqueued_tokens: int | None = Field(
+        None, ge=1, description="Input tokens in submitted, unfinished batches at most (the account's tier)"
+    )
+    batch_flush_s: float = Field(60.0, ge=0, description="A waiting document is submitted after this at most")
+    batch_line_retries: int = Field(1, ge=0, description="Resubmissions of a failed or expired line alone")
+    batch_escalation: Literal["batch", "sync"] = Field(
+        "batch", description="Escalations of batched documents: as a batch at the next tier, or at once"
+    )
     request_token_budget: int = Field(8000, ge=256, description="Input tokens per request")
     doc_token_budget: int = Field(600, ge=16, description="Tokens kept per document (head+tail)")
     max_output_tokens: int = Field(1024, ge=16)
@@ -184,6 +200,10 @@ class ApiSettings(BaseModel):
     max_documents_per_request: int = 5_000
     max_files_per_upload: int = 100
     require_auth: bool = False
+    # Signs the console's session cookies. Unset: a random one per API process (sessions end when it
+    # restarts, and do not carry across several API processes: set it when you run more than one).
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(12.0, gt=0, description="A console session ends this long after login")
 
 
 class FlowerSettings(BaseModel):
@@ -266,14 +286,37 @@ class LocalSettings(BaseModel):
     confidence_z: float = Field(
         1.28, gt=0, description="Answers above the threshold reach target_accuracy at this one-sided bound"
     )
-    harvest: Literal["accepted", "last_tier", "none"] = Field(
-        "accepted", description="LLM answers learned from: any accepted, only the last tier's, none"
+    harvest: Literal["trusted", "accepted", "last_tier", "none"] = Field(
+        "trusted",
+        description="LLM answers learned from: the last tier's, and a lower tier's while its audits show "
+        "it meets its target (trusted); any accepted; only the last tier's; none",
     )
     max_examples: int = Field(20_000, ge=10, description="Train on at most the newest N labels")
     embed_backend: Literal["onnx", "torch", "static"] = Field(
         "onnx", description="static: ~70x faster, a few points less accurate (docs/benchmarks.md)"
     )
     embed_max_tokens: int = Field(128, ge=16, le=512)
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="onnxruntime threads per worker process; 0: the CPUs over worker.concurrency",
+    )
+
+    def threads_per_process(self, concurrency: int) -> int:
+        """Embedding threads for one of concurrency worker processes: its share of the CPUs, at least 1."""
+        return self.embed_threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
+
+
+class AuditSettings(BaseModel):
+    """Audit sampling: a share of the answers lower tiers accepted, checked again to measure them."""
+
+    rate: float = Field(0.02, ge=0, le=1, description="Share of accepted answers audited (by document id)")
+    to: Literal["last_tier", "review"] = Field(
+        "last_tier", description="Who audits: the last tier or a person"
+    )
+    min_support: int = Field(30, ge=5, description="Audits the drift guard needs before it acts")
+    seed: str = Field("docsort", description="Seeds the choice of audited documents (reproducible)")
 
 
 class LabelSpec(BaseModel):
@@ -347,6 +390,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     spend: SpendSettings = Field(default_factory=SpendSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     log_json: bool = True
 
@@ -431,6 +475,13 @@ class Settings(BaseSettings):
     def learns(self) -> bool:
         """Whether the cascade has a local tier, and so whether labels are worth keeping."""
         return any(tier.kind == "local" for tier in self.models)
+
+    def target_for(self, name: str) -> float:
+        """The accuracy a tier's accepted answers promise (the local tier's: local.target_accuracy)."""
+        tier = self.tier(name)
+        if tier.kind == "local" or tier.target_accuracy is None:
+            return self.local.target_accuracy
+        return tier.target_accuracy
 
     def tier(self, name: str) -> ModelTier:
         """The tier called name, or KeyError."""

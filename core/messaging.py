@@ -33,6 +33,9 @@ class TaskName(enum.StrEnum):
     import_run = "docsort.import_run"
     import_reconcile = "docsort.import_reconcile"
     import_write_back = "docsort.import_write_back"
+    audit = "docsort.audit"  # on the last tier's queue
+    rollup = "docsort.rollup"  # the daily cost roll-up behind the dashboard
+    batch_poll = "docsort.batch_poll"  # Batch API: submit shards, read the ended ones
 
 
 # Where each task goes unless the sender names a queue (classify_batch goes to its tier's queue).
@@ -43,6 +46,8 @@ HOME_QUEUE = {
     TaskName.import_reconcile: CONTROL,
     TaskName.import_run: IMPORTS,
     TaskName.import_write_back: IMPORTS,
+    TaskName.rollup: CONTROL,
+    TaskName.batch_poll: CONTROL,
 }
 
 # A send tries twice, briefly: the caller must not hang on a dead broker (the reconciler resends).

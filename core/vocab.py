@@ -17,6 +17,7 @@ class Status(enum.StrEnum):
     queued = "queued"  # stored, waiting for the first tier
     classifying = "classifying"  # claimed by a worker at current_tier
     escalated = "escalated"  # waiting for a later tier (or waiting again, with a status_reason)
+    batched = "batched"  # in a provider's Batch API shard at current_tier (the reconciler leaves it)
     done = "done"
     needs_review = "needs_review"
     failed = "failed"
@@ -56,6 +57,31 @@ class RequestState(enum.StrEnum):
     unanswered = "unanswered"  # no usable answer (time-out, dropped, unreadable, killed): estimated
 
 
+class AuditStatus(enum.StrEnum):
+    """An audit of an accepted answer: waiting for its auditor, settled, or without a valid answer."""
+
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
+class ShardStatus(enum.StrEnum):
+    """A Batch API shard: written down, its file uploaded, its batch submitted, its answers read."""
+
+    created = "created"
+    uploaded = "uploaded"
+    submitted = "submitted"
+    ingested = "ingested"
+
+
+class Purpose(enum.StrEnum):
+    """Why a model request was made: to classify (and re-ask), or to audit another tier's answer."""
+
+    classify = "classify"
+    reask = "reask"
+    audit = "audit"
+
+
 class ImportStatus(enum.StrEnum):
     """An import's state: stored ones (listing, listed, failed) and the two shown once listed."""
 
@@ -71,3 +97,8 @@ class Origin(enum.StrEnum):
 
     gold = "gold"  # uploaded as truth
     review = "review"  # a person's answer on a document
+    audit = "audit"  # the last tier's answer when it audited a lower tier's (a model's label)
+    bulk_accept = "bulk_accept"  # a person accepted a model's suggestion in bulk (not a person's label)
+
+
+PERSON_GIVEN = frozenset({Origin.gold, Origin.review})  # labels a person gave, not a model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from core.config import Settings, TaxonomySpec
 from core.logs import setup_logging
+from docsort import cli_learning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Manage taxonomies.")
@@ -79,9 +81,6 @@ def serve_models() -> None:
     from docsort.services import serve_models as serve
 
     settings = _settings()
-    if not any(tier.weights for tier in settings.models):
-        console.print("[red]no tier names offline weights: nothing to serve[/]")
-        raise typer.Exit(1)
     stopping = False
 
     def _stop(*_: Any) -> None:
@@ -89,6 +88,14 @@ def serve_models() -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    if not any(tier.weights for tier in settings.models):
+        # Hosted tiers only (OPENAI_API_KEY set): nothing to serve; wait quietly rather than exit, so that a
+        # compose file's llm service does not restart forever.
+        console.print("no tier names offline weights: nothing to serve; waiting (Ctrl-C stops)")
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stopping:
+                time.sleep(1)
+        return
     try:
         supervisor = serve(settings)
     except StartError as exc:
@@ -148,63 +155,6 @@ def taxonomy_load(file: Path) -> None:
     with session_scope(make_engine(settings.db_url)) as session:
         row = taxonomies.put_taxonomy(session=session, spec=spec)
         console.print(f"taxonomy {row.name} is at version {row.version} ({len(row.labels)} labels)")
-
-
-@app.command("eval")
-def eval_(
-    dataset: Annotated[Path, typer.Option(help="Labelled JSONL (id, text, label|labels)")],
-    json_out: Annotated[Path, typer.Option("--json", help="Write the report here")],
-    taxonomy: Annotated[str | None, typer.Option(help="Stored taxonomy; default: from the labels")] = None,
-    plot: Annotated[Path | None, typer.Option(help="PNG of cost against accuracy")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N rows")] = None,
-) -> None:
-    """Score small, large, cascade and oracle on a labelled dataset."""
-    from classifiers.evaluate import load_jsonl
-    from docsort import evalrun
-
-    settings = _settings()
-    rows = load_jsonl(dataset, limit)
-    tax = evalrun.resolve_taxonomy(settings, taxonomy, rows)
-    with evalrun.endpoints(settings):
-        result = evalrun.evaluate(settings, tax, rows)
-    evalrun.write_json(result, json_out)
-    for name, row in result["systems"].items():
-        console.print(
-            f"{name:>8}: accuracy {row['accuracy']:.3f}  macro_f1 {row['macro_f1']:.3f}  "
-            f"cost ${row['cost_usd']:.6f}  per 1k ${row['cost_per_1k_docs']:.4f}  "
-            f"escalation {row['escalation_rate'] if row['escalation_rate'] is not None else '-'}"
-        )
-    if plot:
-        evalrun.plot(result["plot"], plot)
-        console.print(f"plot: {plot}")
-
-
-@app.command()
-def calibrate(
-    taxonomy: Annotated[str, typer.Option(help="Stored taxonomy name")],
-    dataset: Annotated[Path, typer.Option(help="Labelled JSONL")],
-    target_gap: Annotated[float, typer.Option(help="Allowed accuracy gap to large-only")] = 0.01,
-    method: Annotated[str, typer.Option(help="isotonic or platt")] = "isotonic",
-    json_out: Annotated[Path, typer.Option("--json")] = Path("calibration.json"),
-    plot: Annotated[Path, typer.Option()] = Path("calibration.png"),
-    limit: Annotated[int | None, typer.Option()] = None,
-) -> None:
-    """Fit confidence calibration per tier and choose the cheapest safe threshold; workers use it."""
-    from classifiers.evaluate import load_jsonl
-    from docsort import evalrun
-
-    settings = _settings()
-    rows = load_jsonl(dataset, limit)
-    tax = evalrun.resolve_taxonomy(settings, taxonomy, rows)
-    with evalrun.endpoints(settings):
-        result = evalrun.calibrate(settings, tax, rows, target_gap=target_gap, method=method)
-    evalrun.write_json(result, json_out)
-    evalrun.plot(result, plot)
-    console.print(
-        f"threshold {result['threshold']:.3f}: accuracy {result['chosen']['accuracy']:.3f} "
-        f"(large-only {result['large_only']['accuracy']:.3f}), escalation {result['chosen']['escalation_rate']:.2f}; "
-        f"saved; report {json_out}, plot {plot}"
-    )
 
 
 @keys_app.command("create")
@@ -274,6 +224,9 @@ def import_(
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint (MinIO, R2...)")] = None,
     mode: Annotated[str, typer.Option(help="document_per_file | document_per_line")] = "document_per_file",
     follow: Annotated[bool, typer.Option(help="Show progress until every document is classified")] = False,
+    batch: Annotated[
+        bool, typer.Option(help="Through the tiers' Batch API: half price, answers within 24 hours")
+    ] = False,
     api: Annotated[str | None, typer.Option(help="API base URL; default: settings.api host and port")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="DOCSORT_API_KEY", help="Bearer key")] = None,
     interval: Annotated[float, typer.Option(help="Seconds between progress polls")] = 1.0,
@@ -286,7 +239,13 @@ def import_(
     if api is None:
         settings = _settings()
         api = f"http://{settings.api.host}:{settings.api.port}"
-    body = {"source": source, "taxonomy": taxonomy, "endpoint_url": endpoint_url, "mode": mode}
+    body = {
+        "source": source,
+        "taxonomy": taxonomy,
+        "endpoint_url": endpoint_url,
+        "mode": mode,
+        "batch": batch,
+    }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=api.rstrip("/"), headers=headers, timeout=30) as http:
         r = http.post("/v1/imports", json={k: v for k, v in body.items() if v is not None})
@@ -304,6 +263,11 @@ def import_(
         f"duplicates {state['duplicates']}, skipped {state['skipped']}, failed {state['failed']}; "
         f"classified {state['classified']}, needs review {state['needs_review']}, "
         f"cost ${state['cost_usd']:.6f}"
+        + (
+            f" (through batches ${state['batch_cost_usd']:.6f}, saving ${state['batch_saving_usd']:.6f})"
+            if state["batch"]
+            else ""
+        )
     )
     if state["status"] == "failed":
         console.print(f"[red]{state['error']}[/]")
@@ -319,6 +283,7 @@ def _follow_import(http: Any, import_id: int, interval: float) -> dict[str, Any]
     with Progress(*columns, console=console) as bars:
         listing = bars.add_task("listing", total=None)
         classifying = bars.add_task("classifying", total=0)
+        batches = bars.add_task("batches", total=0, visible=False)
         while True:
             try:
                 state: dict[str, Any] = http.get(f"/v1/imports/{import_id}").raise_for_status().json()
@@ -340,59 +305,25 @@ def _follow_import(http: Any, import_id: int, interval: float) -> dict[str, Any]
                 total=state["accepted"],
                 description=f"classifying (${state['cost_usd']:.4f}, review {state['needs_review']})",
             )
+            shards = state.get("batches") or []
+            if shards:
+                waiting = {b["provider_status"] or b["status"] for b in shards if b["status"] != "ingested"}
+                bars.update(
+                    batches,
+                    visible=True,
+                    completed=sum(b["status"] == "ingested" for b in shards),
+                    total=len(shards),
+                    description=f"batches ({', '.join(sorted(waiting)) or 'read'})",
+                )
             if state["status"] in ("done", "failed"):
                 return state
             time.sleep(interval)
 
 
-@app.command()
-def train(
-    taxonomy: Annotated[str, typer.Option(help="Stored taxonomy; created from the labels if missing")],
-    dataset: Annotated[Path, typer.Option(help="Labelled JSONL: text, label (or labels)")],
-    limit: Annotated[int | None, typer.Option(help="Only the first N rows")] = None,
-) -> None:
-    """Store a labelled file as gold examples and train a new local model version on every label."""
-    from classifiers.taxonomy import from_dataset_labels
-    from core.errors import InputError
-    from store import examples, taxonomies
-    from store.db import make_engine, session_scope
-    from store.db import migrate as run
-    from worker import training
-
-    settings = _settings()
-    with dataset.open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()][:limit]
-    items = [{"text": r["text"], "label": r.get("label"), "labels": r.get("labels")} for r in rows]
-    run(settings.db_url)
-    engine = make_engine(settings.db_url)
-    try:
-        with session_scope(engine) as session:
-            row = taxonomies.get_taxonomy(session=session, name=taxonomy, missing_ok=True)
-            if row is None:
-                names = [x for i in items for x in ([i["label"]] if i["label"] else i["labels"] or [])]
-                multi = any(i["labels"] is not None for i in items)
-                spec = from_dataset_labels(taxonomy, names, multi_label=multi)
-                row = taxonomies.put_taxonomy(session=session, spec=spec)
-                console.print(f"created taxonomy {taxonomy} with {len(row.labels)} labels from the file")
-            current = taxonomies.to_runtime(row)
-            stored = examples.add_examples(session=session, taxonomy=current, items=items)
-    except InputError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
-    console.print(f"stored {stored} gold examples for {taxonomy}; training...")
-    model = training.train_version(engine=engine, settings=settings, taxonomy=current)
-    m = model.metrics
-    if "error" in m:
-        console.print(f"[red]not trained: {m['error']}[/]")
-        raise typer.Exit(1)
-    console.print(
-        f"{taxonomy} local model v{model.version}: {model.features}, {model.n_train} trained + "
-        f"{m['n_holdout']} held out; held-out accuracy {model.score:.3f}; threshold {model.threshold:.3f} "
-        f"answers {m['pooled_coverage']:.0%} at accuracy >= {m['target_accuracy']}; "
-        + ("active" if model.active else "kept the active version (it scored better)")
-    )
-    if not settings.learns:
-        console.print("[yellow]no tier of kind local in `models`: the cascade does not use it yet[/]")
+app.command("eval")(cli_learning.eval_)
+app.command()(cli_learning.calibrate)
+app.command()(cli_learning.train)
+app.command()(cli_learning.quality)
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 from classifiers.calibration import Calibrator, choose_threshold, fit, sweep
 from classifiers.evaluate import Labelled, TierResult, correct, docs_of, report
-from classifiers.runners import RunnerSpec, build_runner
+from classifiers.local import LocalClassifier
+from classifiers.runners import RunnerSpec, build_runner, spec_for
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
 from core.config import ModelTier, Settings
 from docsort.services import Supervisor, llama_services
@@ -74,10 +75,58 @@ def run_tier(
     return TierResult.from_decisions(tier.name, runner.run(docs_of(rows)))
 
 
-def evaluate(settings: Settings, taxonomy: Taxonomy, rows: list[Labelled]) -> dict[str, Any]:
-    """small, large, cascade and oracle on rows, with the thresholds in force (stored calibrations win)."""
-    results, thresholds, calibrators = [], [], []
-    for tier in settings.llm_tiers:  # the local tier scores itself on held-out labels
+def local_result(
+    settings: Settings, taxonomy: Taxonomy, rows: list[Labelled], model: LocalClassifier
+) -> tuple[TierResult, float]:
+    """The local tier's answers on rows through the workers' runner, and the threshold it answers at."""
+    tier = next(t for t in settings.models if t.kind == "local")
+    spec = spec_for(settings, tier.name, taxonomy, local_model=model, local_model_name="local")
+    result = TierResult.from_decisions(tier.name, build_runner(spec).run(docs_of(rows)))
+    return result, max(model.threshold, tier.threshold)  # the tier may be stricter, never looser
+
+
+def local_model(
+    settings: Settings, taxonomy: Taxonomy, train_file: Path | None, rows: list[Labelled], console: Any
+) -> LocalClassifier | None:
+    """The local tier's model for eval: trained from train_file, else the taxonomy's active version."""
+    from classifiers.evaluate import load_jsonl
+    from classifiers.local import TrainParams, train
+    from store import local_models
+    from worker import training
+
+    if not settings.learns:
+        return None
+    if train_file is not None:
+        labelled = load_jsonl(train_file)
+        overlap = {r.text for r in labelled} & {r.text for r in rows}
+        if overlap:
+            console.print(
+                f"[yellow]{len(overlap)} texts are both trained on and scored: the score flatters[/]"
+            )
+        labels = [r.gold if taxonomy.multi_label else r.gold[0] for r in labelled]
+        return train([r.text for r in labelled], labels, TrainParams.from_settings(settings.local))
+    if taxonomy.name == "dataset":
+        return None
+    with session_scope(make_engine(settings.db_url)) as session:
+        row = local_models.active_model(session=session, taxonomy=taxonomy)
+    model, _ = training.load(settings, row)
+    return model
+
+
+def evaluate(
+    settings: Settings, taxonomy: Taxonomy, rows: list[Labelled], local: LocalClassifier | None = None
+) -> dict[str, Any]:
+    """Each tier, the cascade as deployed (the local tier first when a model is given) and the oracle, on
+    rows, with the thresholds in force (stored calibrations win)."""
+    results: list[TierResult] = []
+    thresholds: list[float] = []
+    calibrators: list[Calibrator | None] = []
+    if local is not None and settings.learns:
+        result, threshold = local_result(settings, taxonomy, rows, local)
+        results.append(result)
+        thresholds.append(threshold)
+        calibrators.append(None)  # its confidences are calibrated already
+    for tier in settings.llm_tiers:
         results.append(run_tier(settings, taxonomy, tier, rows))
         stored = None
         if taxonomy.name != "dataset":
@@ -96,7 +145,9 @@ def evaluate(settings: Settings, taxonomy: Taxonomy, rows: list[Labelled]) -> di
         calibrators=calibrators,
     )
     out["taxonomy"] = {"name": taxonomy.name, "version": taxonomy.version}
-    out["plot"] = _plot_data(out, results, calibrators[0], thresholds[0], rows, taxonomy)
+    out["local_tier"] = "included" if len(results) > len(settings.llm_tiers) else "left out (no model)"
+    llm = len(results) - len(settings.llm_tiers)  # the sweep is of the first LLM tier against the last
+    out["plot"] = _plot_data(out, results[llm:], calibrators[llm], thresholds[llm], rows, taxonomy)
     return out
 
 

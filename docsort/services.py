@@ -144,7 +144,8 @@ def llama_services(settings: Settings, threads: int | None = None) -> list[Servi
 
 def app_services(settings: Settings) -> list[Service]:
     """The API, one worker, beat (the one scheduler of the periodic jobs) and Flower."""
-    env = {"DOCSORT_REDIS_URL": settings.redis_url or ""}
+    # What the caller resolved (its own Redis, the demo's database) reaches the children too.
+    env = {"DOCSORT_REDIS_URL": settings.redis_url or "", "DOCSORT_DATABASE_URL": settings.db_url}
     celery = [sys.executable, "-m", "celery", "-A", "worker.entry:app"]
     flower_auth = f"{settings.flower.user}:{settings.flower.password.get_secret_value()}"
     api_url = f"http://{settings.api.host}:{settings.api.port}/healthz"

@@ -39,6 +39,7 @@ def create_documents(
     first_tier: str,
     import_id: int | None = None,
     sources: Sequence[dict[str, Any] | None] | None = None,
+    batch: bool = False,
 ) -> list[tuple[Stored, bool]]:
     """Store items (status queued), returning each with whether it is new; duplicates reuse rows.
 
@@ -70,6 +71,7 @@ def create_documents(
             "current_tier": first_tier,
             "status": Status.queued,
             "import_id": import_id,
+            "batch": batch,
             "source": sources[index] if sources else None,
             "created_at": now,
             "updated_at": now,
@@ -153,10 +155,10 @@ def list_documents(
 
 
 def costs_for(*, session: Session, ids: Sequence[int]) -> dict[int, int]:
-    """Total nano-USD spent on each of ids."""
+    """nano-USD spent classifying each of ids (audits apart)."""
     query = (
         select(Attempt.document_id, func.sum(Attempt.cost_nanousd))
-        .where(col(Attempt.document_id).in_(list(ids)))
+        .where(col(Attempt.document_id).in_(list(ids)), col(Attempt.purpose) != "audit")
         .group_by(col(Attempt.document_id))
     )
     return {doc_id: int(total or 0) for doc_id, total in session.exec(query)}

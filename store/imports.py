@@ -48,11 +48,16 @@ class PageCounts:
 
 
 def create_import(
-    *, session: Session, source: str, taxonomy: str, endpoint_url: str | None, mode: str
+    *, session: Session, source: str, taxonomy: str, endpoint_url: str | None, mode: str, batch: bool = False
 ) -> ImportJob:
-    """A new import, status listing, at the start of its listing."""
+    """A new import, status listing, at the start of its listing (batch: through a Batch API)."""
     job = ImportJob(
-        source=source, taxonomy=taxonomy, endpoint_url=endpoint_url, mode=mode, status=ImportStatus.listing
+        source=source,
+        taxonomy=taxonomy,
+        endpoint_url=endpoint_url,
+        mode=mode,
+        status=ImportStatus.listing,
+        batch=batch,
     )
     session.add(job)
     session.flush()
@@ -77,6 +82,7 @@ def store_page(
     outcomes: Sequence[ObjectResult],
     taxonomy: Taxonomy,
     first_tier: str,
+    batch: bool = False,
 ) -> PageCounts | None:
     """Store one page's outcomes and move the import to next_token; None if another runner did."""
     now = utcnow()
@@ -112,6 +118,7 @@ def store_page(
             taxonomy=taxonomy,
             first_tier=first_tier,
             import_id=import_id,
+            batch=batch,
             sources=[i.source for i in chunk],
         )
         _link(session, import_id, {doc.id for doc, _ in stored})
@@ -210,12 +217,15 @@ def progress(*, session: Session, import_id: int) -> dict[str, Any]:
             .group_by(Document.status)
         )
     }
-    cost = session.exec(
-        select(func.sum(Attempt.cost_nanousd))
+    spent = session.exec(
+        select(col(Attempt.batched), col(Attempt.tier), func.sum(Attempt.cost_nanousd))
         .join(Document, col(Attempt.document_id) == col(Document.id))
         .where(col(Document.import_id) == import_id)
-    ).one()
+        .group_by(col(Attempt.batched), col(Attempt.tier))
+    ).all()
+    cost = sum(int(c or 0) for _, _, c in spent)
     return {
+        "batched_nanousd_by_tier": {tier: int(c or 0) for batched, tier, c in spent if batched},
         "classified": by_status.get(Status.done, 0),
         "needs_review": by_status.get(Status.needs_review, 0),
         "classification_failed": by_status.get(Status.failed, 0),

@@ -34,15 +34,18 @@ class Claimed(NamedTuple):
     taxonomy_version: int
 
 
-def mark_dispatched(*, session: Session, tier: str, token: str, limit: int) -> list[int]:
-    """Take up to limit undispatched documents waiting at tier under token, oldest first."""
+def mark_dispatched(
+    *, session: Session, tier: str, token: str, limit: int, batch_api: str = "off"
+) -> list[int]:
+    """Take up to limit undispatched documents waiting at tier under token, oldest first; those a Batch
+    API takes (batch_api "imports": of batch imports; "always": all) wait for their shard instead."""
     c = _DOC.c
-    pick = (
-        sa_select(c.id)
-        .where(c.current_tier == tier, c.status.in_(_WAITING), c.claim_token.is_(None))
-        .order_by(c.id)
-        .limit(limit)
-    )
+    if batch_api == "always":
+        return []
+    pick = sa_select(c.id).where(c.current_tier == tier, c.status.in_(_WAITING), c.claim_token.is_(None))
+    if batch_api == "imports":
+        pick = pick.where(c.batch.is_(False))
+    pick = pick.order_by(c.id).limit(limit)
     ids = list(session.execute(pick).scalars())
     if not ids:
         return []
@@ -186,6 +189,8 @@ def attempt_row(a: AttemptRecord, now: datetime) -> dict[str, Any]:
         "latency_ms": a.latency_ms,
         "outcome": a.outcome,
         "error": a.error,
+        "purpose": a.purpose,
+        "batched": a.batched,
         "created_at": now,
     }
 
@@ -264,3 +269,18 @@ def release(*, session: Session, ids: Sequence[int], first_tier: str) -> None:
                 updated_at=now,
             )
         )
+
+
+def flagged_for_batch(*, session: Session, ids: Sequence[int]) -> list[int]:
+    """Those of ids that may go through a Batch API (documents of batch imports)."""
+    c = _DOC.c
+    return sorted(session.execute(sa_select(c.id).where(c.id.in_(list(ids)), c.batch.is_(True))).scalars())
+
+
+def release_claims(*, session: Session, ids: Sequence[int]) -> None:
+    """Clear the claim of waiting documents: whoever gathers waiting documents at their tier takes them."""
+    session.execute(
+        update(Document)
+        .where(col(Document.id).in_(list(ids)), col(Document.status).in_(_WAITING))
+        .values(claim_token=None, updated_at=utcnow())
+    )

@@ -44,6 +44,30 @@ def add_version(*, session: Session, row: LocalModel) -> LocalModel:
     return row
 
 
+def deactivate(*, session: Session, row: LocalModel) -> None:
+    """Set a version aside: it answers no more (a drift guard's decision)."""
+    session.execute(update(LocalModel).where(col(LocalModel.id) == row.id).values(active=False))
+
+
+def reactivate(*, session: Session, model_id: int) -> LocalModel | None:
+    """Make a set-aside version active again, unless a newer version is active by now; the row or None."""
+    row = session.get(LocalModel, model_id)
+    if row is None:
+        return None
+    newer = session.exec(
+        select(LocalModel).where(
+            col(LocalModel.taxonomy) == row.taxonomy,
+            col(LocalModel.active),
+            col(LocalModel.version) > row.version,
+        )
+    ).first()
+    if newer is not None:
+        return None
+    session.execute(update(LocalModel).where(col(LocalModel.taxonomy) == row.taxonomy).values(active=False))
+    session.execute(update(LocalModel).where(col(LocalModel.id) == model_id).values(active=True))
+    return row
+
+
 def retrain_due(*, session: Session, local: LocalSettings, taxonomy: str) -> bool:
     """Whether enough labels arrived since the last training (or, before any, enough in all)."""
     last = latest(session=session, taxonomy=taxonomy)

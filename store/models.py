@@ -12,7 +12,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
-from core.vocab import ImportStatus, Origin, Outcome, RequestState, Status
+from core.vocab import AuditStatus, ImportStatus, Origin, Outcome, RequestState, Status
 
 
 def utcnow() -> datetime:
@@ -58,6 +58,10 @@ class Document(DocumentBase, table=True):
     __table_args__ = (
         UniqueConstraint("taxonomy", "content_hash", name="uq_document_taxonomy_hash"),
         Index("ix_document_status_tier", "status", "current_tier"),
+        # The console: counts by status and tier per taxonomy, and review queues (oldest, least sure first).
+        Index("ix_document_taxonomy_status_tier", "taxonomy", "status", "answered_by"),
+        Index("ix_document_status_taxonomy_id", "status", "taxonomy", "id"),
+        Index("ix_document_status_confidence", "status", "confidence", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
@@ -78,6 +82,8 @@ class Document(DocumentBase, table=True):
     model: str | None = None
     claim_token: str | None = Field(default=None, max_length=64)
     claimed_at: datetime | None = None
+    batch: bool = Field(default=False, description="May go through a Batch API (an import that asked)")
+    shard_id: int | None = Field(default=None, index=True, description="The Batch API shard it waits in")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -109,6 +115,8 @@ class AttemptBase(SQLModel):
     latency_ms: int = 0
     outcome: Outcome = Field(sa_column=enum_column(Outcome))
     error: str | None = None
+    purpose: str = Field(default="classify", max_length=16, description="classify | audit")
+    batched: bool = Field(default=False, description="Answered through a Batch API, at its prices")
 
 
 class Attempt(AttemptBase, table=True):
@@ -145,8 +153,102 @@ class ModelRequest(SQLModel, table=True):
     cost_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     provider_request_id: str | None = Field(default=None, max_length=128)
     error: str | None = None
+    batched: bool = False
     created_at: datetime = Field(default_factory=utcnow, index=True)
     settled_at: datetime | None = None
+
+
+# BatchShard: documents sent to a provider's Batch API as one file of requests (worker/batches.py).
+class BatchShard(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=32, unique=True, description="Sent as the batch's metadata docsort_shard")
+    tier: str = Field(max_length=32)
+    taxonomy: str = Field(max_length=64)
+    taxonomy_version: int = 1
+    import_id: int | None = Field(default=None, foreign_key="importjob.id", index=True)
+    status: str = Field(max_length=16, index=True, description="created | uploaded | submitted | ingested")
+    lines: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))  # [{"id", "doc_ids"}]
+    requests: int = 0
+    input_tokens: int = 0
+    bytes: int = 0
+    retry: int = Field(default=0, description="0: first submission; n: lines resubmitted alone, n-th time")
+    file_id: str | None = Field(default=None, max_length=128)
+    batch_id: str | None = Field(default=None, max_length=128)
+    provider_status: str | None = Field(default=None, max_length=32)
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    expires_at: datetime | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+# Audit: an accepted answer of a tier other than the last, checked by the last tier or a person.
+class Audit(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", unique=True)
+    taxonomy: str = Field(max_length=64, index=True)
+    tier: str = Field(max_length=32, description="The tier whose answer is audited")
+    label: str | None = None
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    confidence: float | None = None
+    auditor: str = Field(max_length=32, description="The last tier's name, or review (a person)")
+    audit_label: str | None = None
+    audit_labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    agree: bool | None = None
+    status: AuditStatus = Field(sa_column=enum_column(AuditStatus, index=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    settled_at: datetime | None = None
+    resolved_at: datetime | None = Field(default=None, description="A person judged the disagreement")
+
+
+# Review: a person's decision on a document, with what it replaced, so that it can be undone.
+class Review(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="document.id", index=True)
+    label: str | None = None
+    labels: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    origin: str = Field(max_length=16, description="review (a person's label) | bulk_accept")
+    by: str | None = Field(default=None, max_length=64)
+    before: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    examples_before: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    undone_at: datetime | None = None
+
+
+# StatusCount: documents by taxonomy, status and answering tier, as of the last roll-up (the dashboard's
+# table: counting a million rows on every page view took 150-300 ms).
+class StatusCount(SQLModel, table=True):
+    taxonomy: str = Field(primary_key=True, max_length=64)
+    status: str = Field(primary_key=True, max_length=16)
+    answered_by: str = Field(primary_key=True, max_length=32, description='"-" when none')
+    n: int = 0
+    as_of: datetime = Field(default_factory=utcnow)
+
+
+# DailyCost: a UTC day's documents and spend per taxonomy (the dashboard's sums over time).
+class DailyCost(SQLModel, table=True):
+    day: date = Field(primary_key=True)
+    taxonomy: str = Field(primary_key=True, max_length=64)
+    documents: int = 0  # documents first attempted that day
+    cost_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    baseline_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    audit_nanousd: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+# TrustChange: the drift guard stopped trusting a tier for a taxonomy (until a person undoes it).
+class TrustChange(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    taxonomy: str = Field(max_length=64, index=True)
+    tier: str = Field(max_length=32)
+    action: str = Field(max_length=32, description="set_aside_local | raise_threshold | escalate_all")
+    threshold: float | None = Field(default=None, description="The threshold in force while it holds")
+    local_model_id: int | None = Field(default=None, description="The local model version set aside")
+    reason: str
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    undone_at: datetime | None = None
+    undone_by: str | None = Field(default=None, max_length=64)
 
 
 # SpendDay: what a UTC day has spent and reserved, for all taxonomies ("*") or one; caps check it.
@@ -165,6 +267,7 @@ class ImportJob(SQLModel, table=True):
     taxonomy: str
     mode: str = "document_per_file"
     status: ImportStatus = Field(default=ImportStatus.listing, sa_column=enum_column(ImportStatus))
+    batch: bool = Field(default=False, description="Its documents may go through a Batch API")
     continuation_token: str | None = Field(default=None, sa_column=Column(Text))
     listed: int = 0
     accepted: int = 0

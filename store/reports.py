@@ -31,17 +31,17 @@ def cost_report(*, session: Session) -> dict[str, Any]:
             func.sum(Attempt.cached_tokens),
             func.sum(Attempt.output_tokens),
             func.sum(Attempt.cost_nanousd),
-        ).group_by(Attempt.tier, Attempt.model)
+            col(Attempt.purpose),
+        ).group_by(Attempt.tier, Attempt.model, col(Attempt.purpose))
     ).all()
     first = select(func.min(col(Attempt.id))).group_by(col(Attempt.document_id)).scalar_subquery()
     baseline = session.exec(
         select(func.sum(Attempt.reference_nanousd)).where(col(Attempt.id).in_(first))
     ).one()
     documents = session.exec(select(func.count(func.distinct(Attempt.document_id)))).one()
-    return {
-        "documents": int(documents or 0),
-        "baseline_nanousd": int(baseline or 0),
-        "by_tier": [
+    groups = [
+        (
+            purpose,
             {
                 "tier": tier,
                 "model": model,
@@ -51,9 +51,16 @@ def cost_report(*, session: Session) -> dict[str, Any]:
                 "cached_tokens": int(c or 0),
                 "output_tokens": int(o or 0),
                 "cost_nanousd": int(cost or 0),
-            }
-            for tier, model, n, d, i, c, o, cost in rows
-        ],
+            },
+        )
+        for tier, model, n, d, i, c, o, cost, purpose in rows
+    ]
+    return {
+        "documents": int(documents or 0),
+        "baseline_nanousd": int(baseline or 0),
+        # Classifying and auditing apart: audits are the price of knowing, not of labelling.
+        "by_tier": [g for purpose, g in groups if purpose != "audit"],
+        "audits": [g for purpose, g in groups if purpose == "audit"],
     }
 
 
@@ -75,3 +82,37 @@ def total_cost(*, session: Session, taxonomy: str | None = None, since: datetime
     if since is not None:
         query = query.where(Attempt.created_at >= since)
     return int(session.exec(query).one())
+
+
+def batched_cost(*, session: Session) -> dict[str, tuple[int, int]]:
+    """Per tier, the attempts answered through a Batch API and what they cost (nano-USD)."""
+    query = (
+        select(col(Attempt.tier), func.count(), func.coalesce(func.sum(Attempt.cost_nanousd), 0))
+        .where(col(Attempt.batched).is_(True))
+        .group_by(col(Attempt.tier))
+    )
+    return {tier: (int(n), int(cost)) for tier, n, cost in session.exec(query)}
+
+
+def tier_throughput(*, session: Session, since: datetime) -> dict[str, dict[str, float]]:
+    """Per tier, the documents it classified since a moment, in how many requests, and their busy time.
+
+    A request's attempts share its latency, so busy time is summed over requests, not attempts.
+    """
+    per_request = (
+        sa_select(
+            col(Attempt.tier).label("tier"),
+            func.count().label("docs"),
+            func.max(Attempt.latency_ms).label("ms"),
+        )
+        .where(col(Attempt.created_at) >= since, col(Attempt.purpose) == "classify")
+        .group_by(col(Attempt.tier), col(Attempt.request_id))
+        .subquery()
+    )
+    query = sa_select(
+        per_request.c.tier, func.sum(per_request.c.docs), func.count(), func.sum(per_request.c.ms)
+    ).group_by(per_request.c.tier)
+    return {
+        str(tier): {"documents": int(docs or 0), "requests": int(n), "busy_s": int(ms or 0) / 1000}
+        for tier, docs, n, ms in session.execute(query)
+    }

@@ -18,7 +18,7 @@ from sqlmodel import Session, col
 
 from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, PlannedRequest
-from core.vocab import Outcome, RequestState
+from core.vocab import Outcome, Purpose, RequestState
 from store import lifecycle
 from store.models import Attempt, Document, ModelRequest, utcnow
 
@@ -33,8 +33,9 @@ def add(
     taxonomy: str,
     claim_token: str | None,
     reserved_day: date | None,
+    batched: bool = False,
 ) -> None:
-    """Write a request down (state sent) before it is sent."""
+    """Write a request down (state sent) before it is sent (or written into a Batch API file)."""
     session.execute(
         insert(_REQ).values(
             id=request.id,
@@ -48,6 +49,7 @@ def add(
             estimate_nanousd=request.estimate_nanousd,
             reserve_nanousd=request.reserve_nanousd,
             reserved_day=reserved_day,
+            batched=batched,
             input_tokens=0,
             cached_tokens=0,
             output_tokens=0,
@@ -115,7 +117,8 @@ def get(*, session: Session, request_id: str) -> ModelRequest | None:
 
 
 def overdue(*, session: Session, cutoffs: dict[str, datetime], limit: int = 1000) -> list[ModelRequest]:
-    """Requests still `sent` at a tier since before its cutoff: their worker died or lost them."""
+    """Requests still `sent` at a tier since before its cutoff: their worker died or lost them (a Batch
+    API's requests wait up to a day: their shard settles them, not this)."""
     rows: list[ModelRequest] = []
     for tier, cutoff in cutoffs.items():
         query = (
@@ -124,6 +127,7 @@ def overdue(*, session: Session, cutoffs: dict[str, datetime], limit: int = 1000
                 col(ModelRequest.state) == RequestState.sent,
                 col(ModelRequest.tier) == tier,
                 col(ModelRequest.created_at) < cutoff,
+                col(ModelRequest.batched).is_(False),
             )
             .limit(limit)
         )
@@ -131,7 +135,13 @@ def overdue(*, session: Session, cutoffs: dict[str, datetime], limit: int = 1000
     return rows
 
 
-def answered_attempts(*, session: Session, doc_ids: Sequence[int], tier: str) -> dict[int, AttemptRecord]:
+def answered_attempts(
+    *,
+    session: Session,
+    doc_ids: Sequence[int],
+    tier: str,
+    purposes: Sequence[str] = (Purpose.classify, Purpose.reask),
+) -> dict[int, AttemptRecord]:
     """Each document's last answered attempt at tier (a paid answer a redelivered task must not buy again)."""
     query = (
         sa_select(Attempt)
@@ -140,7 +150,7 @@ def answered_attempts(*, session: Session, doc_ids: Sequence[int], tier: str) ->
             col(Attempt.document_id).in_(list(doc_ids)),
             col(Attempt.tier) == tier,
             col(Attempt.outcome) != Outcome.invalid,
-            col(ModelRequest.purpose).in_(["classify", "reask"]),
+            col(ModelRequest.purpose).in_([str(p) for p in purposes]),
         )
         .order_by(col(Attempt.id))
     )
@@ -168,6 +178,7 @@ def _record(row: Attempt) -> AttemptRecord:
         confidence_method=row.confidence_method,
         error=row.error,
         written=True,
+        purpose=row.purpose,
     )
 
 

@@ -63,3 +63,8 @@ def to_runtime(row: Taxonomy) -> TaxonomyModel:
         labels=row.labels,
         version=row.version,
     )
+
+
+def names(*, session: Session) -> list[str]:
+    """Every taxonomy's name, sorted."""
+    return sorted({n for n in session.exec(select(Taxonomy.name))})

@@ -16,7 +16,8 @@ Control endpoints:
         half the body) | invalid (bill, answer a label outside the taxonomy) | hold (bill, wait
         `seconds`) | slow (wait `seconds`, then answer normally)
         when: any | batch (2+ documents) | single (1 document: re-asks, or batch size 1)
-    POST /_config  {"delay_s": float, "confidence": float}
+    POST /_config  {"delay_s": float, "confidence": float, "wrong_for": [model, ...]}
+        wrong_for: those models answer, confidently, the label after the right one (a tier gone bad)
     GET  /_bill    {"requests": {client request id: {...}}, "total_nanousd": int}
     POST /_reset
 """
@@ -50,6 +51,7 @@ class Provider:
             self.faults: list[dict[str, Any]] = []
             self.delay_s = 0.0
             self.confidence = 0.95
+            self.wrong_for: set[str] = set()
             self.bill: dict[str, dict[str, Any]] = {}
 
     def take_fault(self, documents: int) -> dict[str, Any] | None:
@@ -79,7 +81,7 @@ class Provider:
             }
 
 
-def answer(body: dict[str, Any], confidence: float, invalid: bool) -> tuple[str, int]:
+def answer(body: dict[str, Any], confidence: float, invalid: bool, wrong: bool = False) -> tuple[str, int]:
     """The answer content for a request and how many documents it names."""
     user = body["messages"][-1]["content"]
     labels_match = _LABELS.search(user)
@@ -91,6 +93,8 @@ def answer(body: dict[str, Any], confidence: float, invalid: bool) -> tuple[str,
         named = [label for label in labels if label.lower() in lowered]
         digest = int(hashlib.sha256(text.encode()).hexdigest(), 16)
         label = named[0] if named else labels[digest % len(labels)]
+        if wrong:
+            label = labels[(labels.index(label) + 1) % len(labels)]
         results.append(
             {
                 "ref": int(ref),
@@ -157,6 +161,7 @@ def make_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                 with provider.lock:
                     provider.delay_s = float(body.get("delay_s", provider.delay_s))
                     provider.confidence = float(body.get("confidence", provider.confidence))
+                    provider.wrong_for = set(body.get("wrong_for", provider.wrong_for))
                 self._json(200, {"ok": True})
             elif self.path == "/_reset":
                 provider.reset()
@@ -184,7 +189,8 @@ def make_handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                 time.sleep(float(fault.get("seconds", 1)))
             if provider.delay_s:
                 time.sleep(provider.delay_s)
-            content, _ = answer(body, provider.confidence, invalid=kind == "invalid")
+            wrong = str(body.get("model")) in provider.wrong_for
+            content, _ = answer(body, provider.confidence, invalid=kind == "invalid", wrong=wrong)
             prompt = sum(words(m["content"]) for m in body["messages"])
             completion = words(content) + 1
             response_id = f"chatcmpl-{uuid.uuid4().hex[:20]}"

@@ -118,7 +118,7 @@ class FakeProvider(Process):
     def faults(self, *faults: dict[str, Any]) -> None:
         httpx.post(f"{self.url}/_faults", json={"faults": list(faults)}, timeout=5).raise_for_status()
 
-    def configure(self, **values: float) -> None:
+    def configure(self, **values: Any) -> None:
         httpx.post(f"{self.url}/_config", json=values, timeout=5).raise_for_status()
 
     def bill(self) -> dict[str, Any]:

@@ -95,3 +95,53 @@ def test_calibrate_saves_a_threshold_the_workers_use(
     assert runner.calibrate is not None
     evalrun.plot(result, tmp_path / "cal.png")
     assert (tmp_path / "cal.png").exists()
+
+
+def test_eval_scores_the_cascade_as_deployed_with_its_local_tier(tmp_path: Path, redis_url: str) -> None:
+    """`docsort eval --train`: the local tier first, then the LLM tiers (the fake provider here)."""
+    from core.config import local_tier
+    from docsort.services import free_port
+    from tests.processes import FakeProvider
+    from tests.test_ledger import PRICES, fake_tiers
+
+    provider = FakeProvider(free_port(), tmp_path / "fake.log", PRICES)
+    try:
+        port = int(provider.url.rsplit(":", 1)[1])
+        settings = make_settings(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'db.sqlite'}",
+            redis_url,
+            models=[local_tier(), *fake_tiers(port, timeout_s=30.0)],
+        )
+        rows = [json.loads(line) for line in dataset("ag_news_test").read_text().splitlines()]
+        scored, taught = tmp_path / "scored.jsonl", tmp_path / "taught.jsonl"
+        scored.write_text("\n".join(json.dumps(r) for r in rows[:60]))
+        taught.write_text("\n".join(json.dumps(r) for r in rows[100:400]))
+        out = tmp_path / "eval.json"
+        command = [sys.executable, "-m", "docsort.cli", "eval", "--dataset", str(scored), "--json", str(out)]
+        result = subprocess.run(
+            [*command, "--train", str(taught)],
+            env={**os.environ, **settings_env(settings)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    finally:
+        provider.kill()
+    report = json.loads(out.read_text())
+    assert report["local_tier"] == "included"
+    assert set(report["systems"]) == {"local", "small", "large", "cascade", "oracle"}
+    parts = report["cascade_tiers"]
+    assert list(parts) == ["local", "small", "large"]
+    assert sum(p["answered"] for p in parts.values()) == 60
+    assert parts["local"]["share"] > 0.3  # 300 AG News labels answer a good part of it for free
+    right = sum(p["answered"] * p["accuracy"] for p in parts.values() if p["answered"])
+    assert report["systems"]["cascade"]["accuracy"] == pytest.approx(right / 60)
+    # The local tier costs nothing: the cascade costs less than the LLM tiers' share of it would alone.
+    assert report["systems"]["local"]["cost_usd"] == 0
+    assert (
+        report["systems"]["cascade"]["cost_usd"]
+        < report["systems"]["small"]["cost_usd"] + report["systems"]["large"]["cost_usd"]
+    )

@@ -36,5 +36,10 @@ def test_cascade_and_oracle_follow_each_documents_answers() -> None:
     assert systems["oracle"]["accuracy"] == pytest.approx(0.75)
     assert systems["oracle"]["escalation_rate"] == pytest.approx(0.5)
     assert systems["oracle"]["cost_usd"] == pytest.approx((1 + 2 + 4 + 8 + 400 + 800) / 1e9)
+    # Each tier's part in the cascade: small answered 0 and 2 (one right), large 1 and 3 (one right).
+    assert out["cascade_tiers"] == {
+        "small": {"answered": 2, "share": 0.5, "accuracy": 0.5},
+        "large": {"answered": 2, "share": 0.5, "accuracy": 0.5},
+    }
     # small's confidence ranks its right answers: 0.9 > 0.1 but 0.95 (wrong) > 0.2 (right)
     assert out["auroc"]["small"] == pytest.approx(0.5)

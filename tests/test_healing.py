@@ -39,11 +39,18 @@ class Up(Process):
         self.status = Path(env["DOCSORT_DATA_DIR"]) / "services.json"
 
     def services(self) -> dict[str, Any]:
+        """The services this `docsort up` reports (not a file left by an earlier one)."""
         try:
-            data: dict[str, Any] = json.loads(self.status.read_text())["services"]
-        except (OSError, ValueError, KeyError):
+            data = json.loads(self.status.read_text())
+        except (OSError, ValueError):
             return {}
-        return data
+        services: dict[str, Any] = data["services"] if data.get("supervisor_pid") == self.pid else {}
+        return services
+
+    def everything(self) -> list[int]:
+        """Every process this `docsort up` started, with their children."""
+        started = [s["pid"] for s in self.services().values()]
+        return started + [d for pid in started for d in descendants(pid)]
 
     def ready(self, timeout: float = 120) -> None:
         def up() -> bool:
@@ -152,9 +159,8 @@ def test_nothing_outlives_a_killed_up(tmp_path: Path, provider: FakeProvider) ->
     up = Up(up_env(tmp_path, provider), tmp_path / "up.log")
     try:
         up.ready()
-        started = [s["pid"] for s in up.services().values()]
-        everything = started + [d for pid in started for d in descendants(pid)]
-        assert len(everything) > len(started)  # the worker's pool, at least
+        everything = up.everything()
+        assert len(everything) > len(up.services())  # the worker's pool, at least
         os.kill(up.pid, signal.SIGKILL)  # the supervisor alone, as an OOM killer would
         wait_for(lambda: not any(alive(p) for p in everything), 30, "every child of docsort up to end")
     finally:
@@ -207,8 +213,10 @@ def test_the_whole_stack_killed_and_started_again_finishes_everything(
         first.ready()
         ids = post(first.api, TEXTS)
         wait_for(lambda: provider.bill()["requests"], 30, "a request in flight")
+        everything = first.everything()
     finally:
-        first.kill()  # everything, Redis and its queues included
+        first.kill()  # the supervisor; its watchdog ends the rest, Redis and its queues included
+    wait_for(lambda: not any(alive(p) for p in everything), 30, "the old stack to end (its ports free)")
     provider.configure(delay_s=0.0)
     second = Up(env, tmp_path / "up2.log")
     try:

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 
 from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, Decision, PlannedRequest
@@ -224,3 +224,94 @@ def test_migrations_build_exactly_the_models_schema(database_url: str) -> None:
         drift = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     engine.dispose()
     assert drift == []
+
+
+def test_the_roll_ups_sum_each_day_and_count_each_status(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from store import rollup
+    from store.models import Attempt, DailyCost
+
+    migrate(database_url)
+    engine = make_engine(database_url)
+    day1, day2 = datetime(2026, 11, 1, 12, tzinfo=UTC), datetime(2026, 11, 2, 12, tzinfo=UTC)
+    with session_scope(engine) as session:
+        tax = taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+        made = documents.create_documents(
+            session=session,
+            items=[DocumentCreate(text=f"roll {i}") for i in range(3)],
+            taxonomy=tax,
+            first_tier="small",
+        )
+        ids = [d.id for d, _ in made]
+        rows = [  # (document, day, tier, cost, reference, purpose)
+            (ids[0], day1, "small", 100, 1000, "classify"),
+            (ids[0], day2, "large", 900, 1000, "classify"),  # escalated the next day: not a new document
+            (ids[1], day2, "small", 200, 2000, "classify"),
+            (ids[1], day2, "large", 50, 50, "audit"),
+        ]
+        for doc_id, when, tier, cost, ref, purpose in rows:
+            session.add(
+                Attempt(
+                    document_id=doc_id,
+                    tier=tier,
+                    model=tier,
+                    request_id="r",
+                    outcome=Outcome.accepted,
+                    cost_nanousd=cost,
+                    reference_nanousd=ref,
+                    purpose=purpose,
+                    created_at=when,
+                )
+            )
+        session.execute(
+            update(Document).where(col(Document.id) == ids[0]).values(status=Status.done, answered_by="large")
+        )
+        session.execute(update(Document).where(col(Document.id) == ids[1]).values(status=Status.needs_review))
+    with session_scope(engine) as session:
+        assert rollup.refresh(session=session, days=[day1.date(), day2.date()]) == 2
+        assert rollup.refresh_counts(session=session) == 3
+    with session_scope(engine) as session:
+        by_day = {r.day: r for r in session.exec(select(DailyCost))}
+        assert (by_day[day1.date()].documents, by_day[day1.date()].cost_nanousd) == (1, 100)
+        assert by_day[day1.date()].baseline_nanousd == 1000
+        assert (by_day[day2.date()].documents, by_day[day2.date()].cost_nanousd) == (1, 1100)
+        assert (by_day[day2.date()].baseline_nanousd, by_day[day2.date()].audit_nanousd) == (2000, 50)
+        counts, as_of = rollup.counts(session=session, taxonomy="news")
+        assert counts == {"done": {"large": 1}, "needs_review": {"-": 1}, "queued": {"-": 1}} and as_of
+    engine.dispose()
+
+
+def test_the_review_queue_pages_least_confident_first_none_first(database_url: str) -> None:
+    from store import console
+
+    migrate(database_url)
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        tax = taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+        made = documents.create_documents(
+            session=session,
+            items=[DocumentCreate(text=f"queue {i}") for i in range(6)],
+            taxonomy=tax,
+            first_tier="large",
+        )
+        ids = [d.id for d, _ in made]
+        for doc_id, confidence in zip(ids, [None, 0.5, None, 0.2, 0.2, 0.9], strict=True):
+            status = Status.done if confidence == 0.9 else Status.needs_review  # one not waiting for a person
+            session.execute(
+                update(Document)
+                .where(col(Document.id) == doc_id)
+                .values(status=status, confidence=confidence)
+            )
+    pages, after = [], None
+    with session_scope(engine) as session:
+        while True:
+            page = console.review_queue(session=session, order="least_confident", after=after, limit=2)
+            pages.append([d.id for d in page.documents])
+            after = page.next_cursor
+            if after is None:
+                break
+        oldest = console.review_queue(session=session, limit=10)
+    assert pages == [[ids[0], ids[2]], [ids[3], ids[4]], [ids[1]]]
+    assert [d.id for d in oldest.documents] == [ids[0], ids[1], ids[2], ids[3], ids[4]]
+    engine.dispose()

@@ -13,7 +13,7 @@ from classifiers.runners import check_kinds
 from core import messaging
 from core.config import Settings
 from core.messaging import TaskName
-from worker import imports, learning, tasks
+from worker import audit, batches, imports, learning, tasks
 from worker.retry import RETRYABLE
 from worker.runtime import DocsortCelery, Runtime
 
@@ -42,10 +42,15 @@ TASKS = [
     TaskSpec(TaskName.import_run, imports.import_run, retried=True, max_retries=8, acks_late=True),
     TaskSpec(TaskName.import_reconcile, imports.import_reconcile),
     TaskSpec(TaskName.import_write_back, imports.import_write_back, retried=True, max_retries=5),
+    # acks_late is safe: paid audit answers are reused and an audit is settled once.
+    TaskSpec(TaskName.audit, audit.audit, retried=True, max_retries=6, acks_late=True),
+    TaskSpec(TaskName.rollup, tasks.rollup_costs),
+    TaskSpec(TaskName.batch_poll, batches.poll),  # a failed poll is the next period's to do again
 ]
 
-# The periodic jobs, all on the one beat: sweeping documents and imports that lost their message.
-PERIODIC = (TaskName.reconcile, TaskName.import_reconcile)
+# The periodic jobs, all on the one beat: sweeping documents and imports that lost their message, the
+# dashboard's roll-ups, and the Batch API's submitting and polling.
+PERIODIC = (TaskName.reconcile, TaskName.import_reconcile, TaskName.rollup, TaskName.batch_poll)
 
 
 def create_celery(settings: Settings, runtime: Runtime | None = None) -> DocsortCelery:

@@ -11,7 +11,7 @@ worker died (`sweep`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -20,7 +20,7 @@ from classifiers.decision import AttemptRecord, PlannedRequest
 from classifiers.providers import Completion
 from core.config import Settings
 from core.errors import ModelError, SpendCapReached
-from core.vocab import RequestState
+from core.vocab import Purpose, RequestState
 from store import requests, spend
 from store.db import session_scope
 from store.models import NANO, ModelRequest, utcnow
@@ -51,8 +51,11 @@ class DatabaseLedger:
     settings: Settings
     taxonomy: str
     claim_token: str | None = None
+    purpose: Purpose | None = None  # audit: every request and attempt of this task is an audit's
 
     def before(self, request: PlannedRequest) -> None:
+        if self.purpose is not None:
+            request = replace(request, purpose=self.purpose)
         caps = caps_for(self.settings, self.taxonomy) if request.reserve_nanousd else {}
         day = spend.today() if caps else None
         with session_scope(self.engine) as session:
@@ -79,6 +82,9 @@ class DatabaseLedger:
         cost_nanousd: int,
         attempts: list[AttemptRecord],
     ) -> None:
+        if self.purpose is not None:
+            for attempt in attempts:
+                attempt.purpose = self.purpose
         with session_scope(self.engine) as session:
             was = requests.answer(
                 session=session,

@@ -72,6 +72,7 @@ def run_import(
                     outcomes=outcomes,
                     taxonomy=taxonomy,
                     first_tier=first_tier,
+                    batch=job.batch,
                 )
             if counts is None:
                 log.info("import page stored by another runner", extra={"import_id": import_id})

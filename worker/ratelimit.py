@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from pydantic import BaseModel
@@ -69,6 +70,22 @@ class LimitedModel:
             labels=labels,
             request_id=request_id,
         )
+
+    def request_body(
+        self,
+        *,
+        system: str,
+        user: str,
+        answer_model: type[BaseModel],
+        max_tokens: int,
+        labels: list[str] | None = None,
+    ) -> dict[str, Any]:
+        return self.inner.request_body(
+            system=system, user=user, answer_model=answer_model, max_tokens=max_tokens, labels=labels
+        )
+
+    def completion_from(self, body: dict[str, Any], latency_ms: int = 0) -> Completion:
+        return self.inner.completion_from(body, latency_ms)
 
 
 def limited(model: ChatModel, redis_url: str | None) -> ChatModel:

@@ -21,10 +21,10 @@ from core import health, messaging
 from core.errors import PermanentModelError, TransientModelError
 from core.messaging import TaskName
 from core.vocab import Outcome, Status
-from store import examples, lifecycle, requests
+from store import examples, lifecycle, requests, rollup, spend
 from store.db import session_scope
 from store.models import utcnow
-from worker import books, training
+from worker import audit, books, training
 from worker.books import DatabaseLedger
 from worker.learning import request_retrains
 from worker.retry import countdown
@@ -40,14 +40,14 @@ class BatchArgs(BaseModel):
     ids: list[int] = Field(min_length=1, max_length=1000)
 
 
-def send_batches(task: Task[Any, Any], tier: str, ids: list[int]) -> None:
-    """Hand ids to classify_batch at tier in batches of the tier's size."""
+def send_batches(task: Task[Any, Any], tier: str, ids: list[int], alone: bool = False) -> None:
+    """Hand ids to classify_batch at tier in batches of the tier's size (alone: to be asked one by one)."""
     size = runtime_of(task).settings.tier(tier).batch_size
     for start in range(0, len(ids), size):
         messaging.send(
             task.app,
             TaskName.classify_batch,
-            [tier, ids[start : start + size]],
+            [tier, ids[start : start + size], *([True] if alone else [])],
             queue=messaging.tier_queue(tier),
         )
 
@@ -58,7 +58,13 @@ def dispatch(self: Task[Any, Any], tier: str) -> int:
     limit = runtime.settings.tier(tier).batch_size * runtime.settings.worker.max_batches_per_dispatch
     token = f"d:{uuid.uuid4().hex}"
     with session_scope(runtime.engine) as session:
-        ids = lifecycle.mark_dispatched(session=session, tier=tier, token=token, limit=limit)
+        ids = lifecycle.mark_dispatched(
+            session=session,
+            tier=tier,
+            token=token,
+            limit=limit,
+            batch_api=runtime.settings.tier(tier).batch_api,
+        )
     if ids:
         send_batches(self, tier, ids)
         if len(ids) == limit:  # more may be waiting
@@ -73,7 +79,7 @@ def _prior(runtime: Runtime, ids: list[int], tier: str) -> dict[int, Decision]:
     return {doc_id: reused(attempt) for doc_id, attempt in rows.items()}
 
 
-def classify_batch(self: Task[Any, Any], tier: str, ids: list[int]) -> dict[str, Any]:
+def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool = False) -> dict[str, Any]:
     """Classify the documents ids with one tier and move each on.
 
     Answers are recorded as they arrive (worker/books.py); a redelivered or retried task reuses them
@@ -98,7 +104,7 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int]) -> dict[str,
         for (name, version), items in by_taxonomy.items():
             ledger = DatabaseLedger(runtime.engine, settings, taxonomy=name, claim_token=token)
             runner = runtime.runner(runtime.taxonomy(name, version), args.tier)
-            decided |= {d.doc_id: d for d in runner.run(items, ledger)}
+            decided |= {d.doc_id: d for d in runner.run(items, ledger, alone=alone)}
     except PermanentModelError as exc:
         failed, give_up = f"{args.tier}: {exc}", Outcome.invalid
         log.error("permanent model error", extra={"tier": args.tier, "ids": args.ids})
@@ -118,21 +124,35 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int]) -> dict[str,
         else:
             with session_scope(runtime.engine) as session:
                 lifecycle.mark(session=session, ids=rest, token=token, status=Status.failed, reason=failed)
-    names = {d.taxonomy for d in docs}
-    return _record(self, runtime, args.tier, token, [decided[d.id] for d in docs if d.id in decided], names)
+    taxonomy_of = {d.id: d.taxonomy for d in docs}
+    return record_decisions(
+        self, runtime, args.tier, token, [decided[d.id] for d in docs if d.id in decided], taxonomy_of
+    )
 
 
-def _record(
+def record_decisions(
     task: Task[Any, Any],
     runtime: Runtime,
     tier: str,
     token: str,
     decisions: list[Decision],
-    taxonomies: set[str],
+    taxonomy_of: dict[int, str],
+    escalate_by_batch: bool = True,
 ) -> dict[str, Any]:
-    """Move each document on by its decision, keep what the local tier may learn, hand on escalations."""
+    """Move each document on by its decision, keep what the local tier may learn, hand on escalations
+    (to the next tier's Batch API where it takes them and escalate_by_batch, else to its queue)."""
     settings = runtime.settings
     next_tier = settings.next_tier(tier)
+    lower = next_tier is not None and settings.tier(tier).kind != "local"
+    names = set(taxonomy_of.values())
+    trust = {name: lower and audit.trusted(runtime, name, tier) for name in names}
+    learnable = {
+        d.doc_id
+        for name in names
+        for d in training.harvestable(
+            settings, tier, [d for d in decisions if taxonomy_of[d.doc_id] == name], trusted=trust[name]
+        )
+    }
     with session_scope(runtime.engine) as session:
         moved = lifecycle.record(
             session=session,
@@ -143,10 +163,10 @@ def _record(
             first_tier=tier == settings.models[0].name,
         )
         done = set(moved[Status.done])  # a duplicate message moved nothing and learns nothing
-        keep = [d for d in training.harvestable(settings, tier, decisions) if d.doc_id in done]
+        keep = [d for d in decisions if d.doc_id in learnable and d.doc_id in done]
         learnt = examples.add_answers(session=session, decisions=keep, origin=tier)
     if learnt:  # labels the local tier learns from; retrain once enough have come
-        request_retrains(task.app, settings, runtime.engine, taxonomies)
+        request_retrains(task.app, settings, runtime.engine, names)
     log.info(
         "batch recorded",
         extra={
@@ -157,8 +177,28 @@ def _record(
         },
     )
     if moved[Status.escalated] and next_tier is not None:
-        send_batches(task, next_tier.name, moved[Status.escalated])
+        by_batch = (
+            _batched_next(runtime, next_tier.name, moved[Status.escalated]) if escalate_by_batch else []
+        )
+        if by_batch:  # they wait for the next tier's shard: no task for them
+            with session_scope(runtime.engine) as session:
+                lifecycle.release_claims(session=session, ids=by_batch)
+        rest = sorted(set(moved[Status.escalated]) - set(by_batch))
+        if rest:
+            send_batches(task, next_tier.name, rest)
+    audit.open_sampled(task, runtime, tier, moved[Status.done])  # after the move: they keep their label
     return {"tier": tier, **{status.value: len(ids) for status, ids in moved.items()}}
+
+
+def _batched_next(runtime: Runtime, tier: str, ids: list[int]) -> list[int]:
+    """Those of ids the tier sends through its Batch API."""
+    mode = runtime.settings.tier(tier).batch_api
+    if mode == "off":
+        return []
+    if mode == "always":
+        return ids
+    with session_scope(runtime.engine) as session:
+        return lifecycle.flagged_for_batch(session=session, ids=ids)
 
 
 def reconcile(self: Task[Any, Any]) -> dict[str, int]:
@@ -182,7 +222,20 @@ def reconcile(self: Task[Any, Any]) -> dict[str, int]:
             lifecycle.release(session=session, ids=stuck_ids, first_tier=settings.models[0].name)
     for tier in stuck:
         messaging.send(self.app, TaskName.dispatch, [tier])
+    if settings.models[-1].name in idle:  # audits whose message was lost
+        audit.resend_pending(self, runtime, older_than=waiting_since)
     counts = {tier: len(stuck_ids) for tier, stuck_ids in stuck.items()}
     if counts:
         log.warning("reconciled stuck documents", extra={"counts": counts})
     return counts
+
+
+def rollup_costs(self: Task[Any, Any]) -> int:
+    """Refresh the dashboard's roll-ups: daily cost (today and yesterday; every day the first time) and
+    the counts by status and tier."""
+    runtime = runtime_of(self)
+    with session_scope(runtime.engine) as session:
+        days = rollup.days_to_refresh(session=session, today=spend.today())
+        written = rollup.refresh(session=session, days=days)
+    with session_scope(runtime.engine) as session:
+        return written + rollup.refresh_counts(session=session)

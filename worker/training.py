@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from classifiers import embeddings
 from classifiers.decision import Decision
-from classifiers.local import Label, LocalClassifier, NotEnoughLabels, TrainParams, in_holdout, train
+from classifiers.local import LocalClassifier, NotEnoughLabels, TrainParams, in_holdout, train
+from classifiers.selective import person_given
 from classifiers.taxonomy import Taxonomy
 from core.config import Settings
 from core.vocab import Outcome
@@ -29,12 +32,19 @@ from store.models import LocalModel
 log = logging.getLogger("docsort.learning")
 
 
-def harvestable(settings: Settings, tier: str, decisions: Sequence[Decision]) -> list[Decision]:
-    """The decisions of an LLM tier whose answers the local tier may learn from."""
+def harvestable(
+    settings: Settings, tier: str, decisions: Sequence[Decision], *, trusted: bool = False
+) -> list[Decision]:
+    """The decisions of an LLM tier whose answers the local tier may learn from.
+
+    Under `local.harvest = "trusted"` (the default) a tier before the last one counts only while
+    `trusted`: its audits show it meets its target (worker/audit.py); the last tier always counts.
+    """
     rule = settings.local.harvest
     if not settings.learns or settings.tier(tier).kind == "local" or rule == "none":
         return []  # never learn from the local tier itself
-    if rule == "last_tier" and settings.next_tier(tier) is not None:
+    lower = settings.next_tier(tier) is not None
+    if lower and (rule == "last_tier" or (rule == "trusted" and not trusted)):
         return []
     return [d for d in decisions if d.outcome is Outcome.accepted and d.answered]
 
@@ -64,22 +74,64 @@ def load(settings: Settings, row: LocalModel | None) -> tuple[LocalClassifier | 
     return model, f"local-v{row.version}:{row.features}"
 
 
+def measured_teacher(
+    settings: Settings, session: Session, taxonomy: Taxonomy
+) -> tuple[float | None, str | None]:
+    """The accuracy of the last LLM tier (the teacher of model-given labels) and where it came from.
+
+    Measured on documents a person labelled after it accepted them, where there are enough; else what
+    the tier promises (its own `target_accuracy`) if that is set; else (None, None), and the local tier's
+    threshold rule assumes local.target_accuracy (classifiers/selective.py).
+    """
+    last = settings.models[-1] if settings.models else None
+    if last is None or last.kind == "local":
+        return None, None
+    measured = examples.teacher_accuracy(session=session, taxonomy=taxonomy, tier=last.name)
+    if measured is not None:
+        accuracy, n = measured
+        return accuracy, f"measured (n={n}, tier {last.name})"
+    if last.target_accuracy is not None:
+        return last.target_accuracy, f"assumed: tier {last.name}'s target_accuracy"
+    return None, None
+
+
 def train_version(
-    *, engine: Engine, settings: Settings, taxonomy: Taxonomy, params: TrainParams | None = None
+    *,
+    engine: Engine,
+    settings: Settings,
+    taxonomy: Taxonomy,
+    params: TrainParams | None = None,
+    cache: dict[str, np.ndarray] | None = None,
 ) -> LocalModel:
-    """Train a new version on the stored labels; it becomes active only if at least as good."""
+    """Train a new version on the stored labels; it becomes active only if at least as good.
+
+    Calibration and threshold follow who gave the labels (classifiers/local.py): a person's when
+    enough were scored, else the last LLM tier's against its measured (or assumed) accuracy.
+    cache: text -> embedding, shared across calls (benchmarks); None: this call's own.
+    """
     params = params or TrainParams.from_settings(settings.local)
     with session_scope(engine) as session:
-        texts, labels, newest = examples.training_set(
+        labelled = examples.training_set(
             session=session, taxonomy=taxonomy, limit=settings.local.max_examples
         )
+        teacher_accuracy, teacher_source = measured_teacher(settings, session, taxonomy)
         incumbent = local_models.active_model(session=session, taxonomy=taxonomy)
         version = 1 + max(
             (r.version for r in local_models.versions(session=session, taxonomy=taxonomy.name)), default=0
         )
-    base: dict[str, Any] = {"taxonomy_version": taxonomy.version, "max_example_id": newest}
+    texts, labels = labelled.texts, labelled.labels
+    base: dict[str, Any] = {"taxonomy_version": taxonomy.version, "max_example_id": labelled.newest}
+    cache = {} if cache is None else cache  # the candidate and the incumbent embed the same texts
     try:
-        candidate = train(texts, labels, params)
+        candidate = train(
+            texts,
+            labels,
+            params,
+            cache,
+            sources=labelled.origins,
+            teacher_accuracy=teacher_accuracy,
+            teacher_accuracy_source=teacher_source,
+        )
     except NotEnoughLabels as exc:
         # Stored, so that the next try waits for retrain_every more labels instead of every batch.
         row = LocalModel(
@@ -100,7 +152,7 @@ def train_version(
     score = metrics["holdout_accuracy"]
     if score is None:  # no held-out slice (holdout_fraction 0 or very few labels): out-of-fold instead
         score = metrics["oof_accuracy"]
-    replace, metrics["comparison"] = _at_least_as_good(candidate, incumbent, texts, labels, params)
+    replace, metrics["comparison"] = _at_least_as_good(candidate, incumbent, labelled, params, cache)
     row = LocalModel(
         taxonomy=taxonomy.name,
         version=version,
@@ -118,16 +170,20 @@ def train_version(
 def _at_least_as_good(
     candidate: LocalClassifier,
     incumbent: LocalModel | None,
-    texts: list[str],
-    labels: list[Label],
+    labelled: examples.TrainingSet,
     params: TrainParams,
+    cache: dict[str, np.ndarray],
 ) -> tuple[bool, dict[str, Any]]:
-    """Whether the candidate scores at least the incumbent's accuracy on labels neither trained on."""
+    """Whether the candidate scores at least the incumbent's accuracy on labels neither trained on.
+
+    Model-given labels count too: under the threshold rule's assumption (a teacher's errors spread
+    evenly), agreement with them rises with accuracy, so they rank two models as people's labels would.
+    """
     # The held-out slice is fixed by text hash, so the incumbent never saw any of it either.
     if incumbent is None:
         return True, {"against": None}
-    latest = dict(zip(texts, labels, strict=True))
-    held = [(t, y) for t, y in latest.items() if in_holdout(t, params.holdout_fraction)]
+    latest = {t: (y, o) for t, y, o in zip(labelled.texts, labelled.labels, labelled.origins, strict=True)}
+    held = [(t, y, o) for t, (y, o) in latest.items() if in_holdout(t, params.holdout_fraction)]
     if not held or incumbent.metrics.get("holdout_fraction") != params.holdout_fraction:
         # No common held-out slice to compare on: the newer labels win.
         return True, {"against": incumbent.version, "compared": False}
@@ -136,11 +192,12 @@ def _at_least_as_good(
     except (OSError, ValueError, TypeError) as exc:
         log.warning("incumbent local model unreadable, replacing it: %s", exc)
         return True, {"against": incumbent.version, "compared": False}
-    held_texts, held_labels = [t for t, _ in held], [y for _, y in held]
-    new_score = candidate.accuracy(held_texts, held_labels)
-    old_score = old.accuracy(held_texts, held_labels)
+    held_texts, held_labels = [t for t, _, _ in held], [y for _, y, _ in held]
+    new_score = candidate.accuracy(held_texts, held_labels, cache)
+    old_score = old.accuracy(held_texts, held_labels, cache)
     verdict: dict[str, Any] = {"against": incumbent.version, "compared": True, "n": len(held)}
     verdict.update(candidate_accuracy=new_score, incumbent_accuracy=old_score)
+    verdict["n_person"] = sum(person_given(o) for _, _, o in held)
     return new_score >= old_score, verdict
 
 

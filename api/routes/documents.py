@@ -253,7 +253,9 @@ def to_public(
         model=doc.model,
         metadata=doc.meta or {},
         source=doc.source,
-        cost_usd=(cost_nanousd / NANO) if cost_nanousd is not None else sum(a.cost_usd for a in attempts),
+        cost_usd=(cost_nanousd / NANO)
+        if cost_nanousd is not None
+        else sum(a.cost_usd for a in attempts if a.purpose != "audit"),
         created_at=doc.created_at,
         updated_at=doc.updated_at,
         text=doc.text if text else None,

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Celery
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
@@ -19,7 +19,7 @@ from core import messaging
 from core.config import Settings
 from core.errors import InvalidInput
 from core.messaging import TaskName
-from store import examples, local_models, taxonomies
+from store import examples, local_models, reviews, taxonomies
 
 router = APIRouter(tags=["learning"])
 CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -141,13 +141,34 @@ def get_local_models(name: NamePath, session: SessionDep) -> list[LocalModelPubl
 def review_document(
     document_id: IdPath,
     body: ReviewIn,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> DocumentPublic:
     """A person's label for a finished document: it becomes the answer, and a label to learn from."""
     check_json_values(body.model_dump(), where="review")
-    doc = examples.review(session=session, document_id=document_id, label=body.label, labels=body.labels)
+    key = getattr(request.state, "api_key_id", None)
+    doc = reviews.review(
+        session=session,
+        document_id=document_id,
+        label=body.label,
+        labels=body.labels,
+        by=f"key {key}" if key else "api",
+    )
     session.commit()
     _retrain(session, settings, celery, doc.taxonomy)
-    return to_public(doc, public_attempts(session, document_id))
+    return to_public(doc, public_attempts(session, document_id), text=True)
+
+
+@router.post(
+    "/v1/documents/{document_id}/review/undo",
+    response_model=DocumentPublic,
+    responses=problem_responses(404),
+)
+def undo_review(document_id: IdPath, session: SessionDep) -> DocumentPublic:
+    """Undo the document's newest review (or bulk accept): its status, label and the local tier's examples
+    are as they were before it; 404 if there is none to undo."""
+    doc = reviews.undo(session=session, document_id=document_id)
+    session.commit()
+    return to_public(doc, public_attempts(session, document_id), text=True)

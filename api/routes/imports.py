@@ -20,12 +20,12 @@ from api.routes.documents import to_public
 from api.schemas import DocumentsPublic, problem_responses
 from core import messaging
 from core.config import Settings
-from core.errors import DocsortError, Forbidden
+from core.errors import DocsortError, Forbidden, InvalidInput
 from core.messaging import TaskName
 from core.vocab import ImportStatus, Status
 from ingest.records import Mode
 from ingest.s3 import S3Location
-from store import documents, imports, taxonomies
+from store import documents, imports, shards, taxonomies
 from store.models import NANO, ImportJob
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
@@ -48,6 +48,10 @@ class ImportIn(BaseModel):
     mode: Mode = Field(
         "document_per_file",
         description="document_per_line: each .jsonl line, .csv row or .json array element is a document",
+    )
+    batch: bool = Field(
+        False,
+        description="Through the tiers' Batch API (tiers with batch_api 'imports'): half price, within 24 hours",
     )
 
     @field_validator("source")
@@ -91,6 +95,25 @@ class SkipsPublic(BaseModel):
     next_cursor: int | None
 
 
+class BatchPublic(BaseModel):
+    """One Batch API shard: its documents' requests, where it is, the provider's counts and expiry."""
+
+    id: int
+    tier: str
+    status: str = Field(description="created | uploaded | submitted | ingested (docsort's)")
+    provider_status: str | None = Field(
+        description="validating, in_progress, finalizing, completed, expired..."
+    )
+    requests: int
+    documents: int
+    counts: dict[str, Any]
+    retry: int
+    batch_id: str | None
+    expires_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
 class ImportPublic(BaseModel):
     """An import's progress: objects listed and what became of them, documents classified, cost."""
 
@@ -113,6 +136,10 @@ class ImportPublic(BaseModel):
     cost_usd: float
     skip_reasons: dict[str, int] = Field(description="Skips and failures by category")
     skips: list[Skip] = Field(description="The first skips; all of them at /v1/imports/{id}/skips")
+    batch: bool = Field(description="Its documents go through a Batch API")
+    batches: list[BatchPublic] = Field(description="Its Batch API shards: status, counts, expiry")
+    batch_cost_usd: float = Field(description="Spent through Batch APIs (in cost_usd too)")
+    batch_saving_usd: float = Field(description="What the same answers would have cost more synchronously")
     created_at: datetime
     updated_at: datetime
 
@@ -128,7 +155,7 @@ def _skip(row: Any) -> Skip:
     return Skip(id=row.id, key=row.key, reason=row.reason)
 
 
-def public(session: Session, job: ImportJob) -> ImportPublic:
+def public(session: Session, job: ImportJob, settings: Settings) -> ImportPublic:
     """An import as the API shows it."""
     assert job.id is not None
     done = imports.progress(session=session, import_id=job.id)
@@ -152,6 +179,31 @@ def public(session: Session, job: ImportJob) -> ImportPublic:
         cost_usd=done["cost_nanousd"] / NANO,
         skip_reasons=imports.skip_reasons(session=session, import_id=job.id),
         skips=[_skip(s) for s in imports.list_skips(session=session, import_id=job.id, limit=100)],
+        batch=job.batch,
+        batches=[
+            BatchPublic(
+                id=shard.id or 0,
+                tier=shard.tier,
+                status=shard.status,
+                provider_status=shard.provider_status,
+                requests=shard.requests,
+                documents=sum(len(line["doc_ids"]) for line in shard.lines),
+                counts=shard.counts,
+                retry=shard.retry,
+                batch_id=shard.batch_id,
+                expires_at=shard.expires_at,
+                created_at=shard.created_at,
+                finished_at=shard.finished_at,
+            )
+            for shard in shards.for_import(session=session, import_id=job.id)
+        ],
+        batch_cost_usd=sum(done["batched_nanousd_by_tier"].values()) / NANO,
+        batch_saving_usd=sum(
+            cost * (1 / settings.tier(tier).price.batch_discount - 1)
+            for tier, cost in done["batched_nanousd_by_tier"].items()
+            if tier in {t.name for t in settings.models} and settings.tier(tier).price.batch_discount
+        )
+        / NANO,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
@@ -179,8 +231,15 @@ def post_import(
     name = body.taxonomy or settings.default_taxonomy.name
     _check_endpoint(body.endpoint_url, settings)
     taxonomies.require(session=session, name=name)  # NotFound: 404
+    if body.batch and not any(t.batch_api == "imports" for t in settings.models):
+        raise InvalidInput("no tier takes batch imports: set batch_api = 'imports' on a tier to use `batch`")
     job = imports.create_import(
-        session=session, source=body.source, taxonomy=name, endpoint_url=body.endpoint_url, mode=body.mode
+        session=session,
+        source=body.source,
+        taxonomy=name,
+        endpoint_url=body.endpoint_url,
+        mode=body.mode,
+        batch=body.batch,
     )
     session.commit()  # stored before queued
     assert job.id is not None
@@ -189,9 +248,10 @@ def post_import(
 
 
 @router.get("/{import_id}", response_model=ImportPublic, responses=NOT_FOUND)
-def get_import(import_id: IdPath, session: SessionDep) -> ImportPublic:
-    """Status and counts: listed, accepted, duplicates, skipped (with reasons), failed, classified, cost."""
-    return public(session, imports.get_import(session=session, import_id=import_id))
+def get_import(import_id: IdPath, session: SessionDep, settings: SettingsDep) -> ImportPublic:
+    """Status and counts: listed, accepted, duplicates, skipped (with reasons), failed, classified, cost;
+    its Batch API shards, and what they saved."""
+    return public(session, imports.get_import(session=session, import_id=import_id), settings)
 
 
 @router.post("/{import_id}/resume", status_code=202, response_model=ImportAccepted, responses=NOT_FOUND)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -48,4 +48,20 @@ class ChatModel(Protocol):
 
         Raises ModelError subclasses, with `unanswered` set where the request may have been billed.
         """
+        ...
+
+    def request_body(
+        self,
+        *,
+        system: str,
+        user: str,
+        answer_model: type[BaseModel],
+        max_tokens: int,
+        labels: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body complete() would send (a Batch API line's body)."""
+        ...
+
+    def completion_from(self, body: dict[str, Any], latency_ms: int = 0) -> Completion:
+        """A chat completion's JSON as a Completion (a Batch API output line's body)."""
         ...

@@ -98,13 +98,7 @@ class OpenAIModel:
         request_id: str = "",
     ) -> Completion:
         """Ask once, mapping the client's errors onto docsort's tree."""
-        if self.tier.transport == "label_only":
-            kwargs: dict[str, Any] = self._label_only(labels or [])
-        else:
-            kwargs = self._format(answer_model)
-        if self.gives_logprobs:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = self.tier.top_logprobs
+        kwargs = self._kwargs(answer_model, labels)
         started = time.monotonic()
         try:
             response = self._client.chat.completions.create(
@@ -136,6 +130,46 @@ class OpenAIModel:
                 f"unreadable response: {type(exc).__name__}: {exc}"[:500], unanswered=True
             ) from exc
         latency_ms = int((time.monotonic() - started) * 1000)
+        return self._completion(response, latency_ms)
+
+    def _kwargs(self, answer_model: type[BaseModel], labels: list[str] | None) -> dict[str, Any]:
+        """The request fields that force the answer's form and ask for logprobs."""
+        if self.tier.transport == "label_only":
+            kwargs: dict[str, Any] = self._label_only(labels or [])
+        else:
+            kwargs = self._format(answer_model)
+        if self.gives_logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = self.tier.top_logprobs
+        return kwargs
+
+    def request_body(
+        self,
+        *,
+        system: str,
+        user: str,
+        answer_model: type[BaseModel],
+        max_tokens: int,
+        labels: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body of the chat request complete() sends (a Batch API line's body)."""
+        kwargs = self._kwargs(answer_model, labels)
+        body: dict[str, Any] = {
+            "model": self.tier.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        }
+        body.update(kwargs.pop("extra_body", {}))
+        body.update(kwargs)
+        return body
+
+    def completion_from(self, body: dict[str, Any], latency_ms: int = 0) -> Completion:
+        """A chat completion's JSON (a Batch API output line's body) as a Completion; InvalidAnswer if unreadable."""
+        try:
+            response = openai.types.chat.ChatCompletion.model_validate(body)
+        except pydantic.ValidationError as exc:
+            raise InvalidAnswer(f"unreadable response: {exc}"[:500], unanswered=True) from exc
         return self._completion(response, latency_ms)
 
     def _completion(self, response: Any, latency_ms: int) -> Completion:
