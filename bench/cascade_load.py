@@ -8,7 +8,8 @@ uses for one of its points, and streamed with texts that model never trained on:
 - banking77: 1,000 rows of banking77.train.jsonl drawn as learning_curve draws them; the stream is the
   500 dev texts (the same protocol as learning_curve's 1,000-label BANKING77 row: one model).
 Document i is its text with " #<i>" appended, so that neither the API's dedup nor any cache serves a
-repeat.
+repeat. `python -m bench.cascade_load [dataset...]` trains learning_curve's own model for each workload
+in-process and scores the stream's texts bare and suffixed: the reference the pipeline is held to.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from sqlalchemy import text
 
 from bench.learning_curve import FOLDS, folds_of, load, truth
-from classifiers.local import LocalClassifier
+from classifiers.local import LocalClassifier, TrainParams, train
 from store.db import make_engine
 from tests.processes import wait_for
 
@@ -142,3 +143,34 @@ def in_process(
         "local_accuracy": float(np.mean(answered)) if answered else None,
         "pipeline_agrees": same / len(first) if first else None,
     }
+
+
+def reference(dataset: str) -> dict[str, Any]:
+    """learning_curve's own model for the workload, trained in-process, on the stream's texts bare and suffixed.
+
+    Tells apart what moves the local tier's share between learning_curve and the pipeline: the model
+    (the worker trains on the same labels in the store's order, so its folds differ) and the " #i".
+    """
+    load_ = workload(dataset)
+    model = train([t for t, _ in load_.train], [y for _, y in load_.train], TrainParams(features="auto"))
+    out: dict[str, Any] = {"dataset": dataset, "protocol": load_.protocol, "features": model.features.kind}
+    for name, texts in (
+        ("bare", [t for t, _ in load_.stream]),
+        ("suffixed", [document(load_, i)["text"] for i in range(len(load_.stream))]),
+    ):
+        predictions = model.predict(texts)
+        sure = [p.confidence >= model.threshold for p in predictions]
+        right = [p.label == y for p, s, (_, y) in zip(predictions, sure, load_.stream, strict=True) if s]
+        out[name] = {
+            "local_share": float(np.mean(sure)),
+            "local_accuracy": float(np.mean(right)) if right else None,
+        }
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    for name in sys.argv[1:] or DATASETS:
+        print(json.dumps(reference(name)), flush=True)

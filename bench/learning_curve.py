@@ -41,7 +41,7 @@ from classifiers.local import NotEnoughLabels, TrainParams, as_label, train  # n
 from classifiers.local_runner import reference_cost  # noqa: E402
 from classifiers.taxonomy import from_dataset_labels  # noqa: E402
 from classifiers.tokens import ApproxTokenizer, Tokenizer  # noqa: E402
-from core.config import GPT_4O, ModelTier  # noqa: E402
+from core.tiers import GPT_4O, ModelTier  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 SIZES = [0, 50, 200, 400]
@@ -207,7 +207,8 @@ def prefork(texts: list[str], max_tokens: int, repeats: int) -> list[dict[str, A
                 started = time.perf_counter()
                 list(pool.map(_embed_in_process, [texts, texts], [max_tokens] * 2, [threads] * 2))
                 best = max(best, 2 * len(texts) / (time.perf_counter() - started))
-        row = {"backend": "onnx, 2 processes at once", "threads": threads, "docs": 2 * len(texts)}
+        row: dict[str, Any] = {"backend": "onnx, 2 processes at once", "threads": threads}
+        row["docs"] = 2 * len(texts)
         row |= {"docs_per_s": round(best, 1), "load_average": os.getloadavg()[0]}
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -25,7 +25,8 @@ import redis
 
 from bench.cascade_load import DATASETS, Workload, document, score, teach, workload
 from core import messaging
-from core.config import AuditSettings, LocalSettings, ModelTier, Settings, WorkerSettings, local_tier
+from core.config import AuditSettings, LocalSettings, Settings, WorkerSettings
+from core.tiers import ModelTier, local_tier
 from docsort.services import Supervisor, free_port, redis_service
 from tests.processes import settings_env, wait_for
 
@@ -59,7 +60,7 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def baseline(n: int, redis_url: str, concurrency: int, tmp: Path) -> dict[str, float]:
+def baseline(n: int, redis_url: str, concurrency: int, tmp: Path) -> dict[str, Any]:
     """Plain Celery: n no-op tasks sent, then consumed by one worker like docsort's."""
     client = redis.Redis.from_url(redis_url)
     client.delete("noop:done")
@@ -164,9 +165,12 @@ def pipeline(
                 client.post("/v1/documents", json={"documents": docs}).raise_for_status()
             accepted = time.perf_counter() - started
             last: dict[str, Any] = {}
+            polls: list[float] = []
 
             def finished() -> bool:
+                asked = time.perf_counter()
                 stats = client.get("/v1/stats").json()
+                polls.append(time.perf_counter() - asked)  # what watching costs the API and database
                 if stats["tier_throughput"]["tiers"]:
                     last["tier_throughput"] = stats["tier_throughput"]  # the last window before the end
                 counts = stats["documents"]
@@ -181,6 +185,7 @@ def pipeline(
             "api_peak_mb": round(sum(api_mb.values()), 1),
             "worker_peak_mb": round(sum(worker_mb.values()), 1),
             "peak_mb_by_process": {"api": api_mb, "worker": worker_mb},
+            "stats_poll_ms": round(1000 * sum(polls) / max(1, len(polls)), 1),
             **last,
         }
     finally:
@@ -211,6 +216,12 @@ def main() -> None:
         help="none: two instant tiers; default: a trained local tier first, as docsort ships",
     )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument(
+        "--local-features",
+        choices=["auto", "tfidf", "embeddings", "tfidf+embeddings"],
+        default="auto",
+        help="the local tier's features (local.features; auto is the shipped default)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="docsort-bench-"))
@@ -250,7 +261,7 @@ def main() -> None:
             ),
             # The instant tiers answer the first label whatever the text: learning from them, or
             # auditing the local tier against them, would retrain on or set aside a good model mid-run.
-            local=LocalSettings(harvest="none") if loads else LocalSettings(),
+            local=LocalSettings(harvest="none", features=args.local_features) if loads else LocalSettings(),
             audit=AuditSettings(rate=0.0) if loads else AuditSettings(),
         )
         settings.api.port = free_port()
@@ -265,6 +276,7 @@ def main() -> None:
     out = {
         "n": args.n,
         "cascade": args.cascade,
+        "local_features": args.local_features if loads else None,
         "database": "PostgreSQL" if args.database_url else "SQLite",
         "batch_size": args.batch_size,
         "per_post": args.per_post,

@@ -48,6 +48,12 @@ def available(backend: str = "onnx") -> bool:
     return all(importlib.util.find_spec(name) is not None for name in needed)
 
 
+def embedder_key(backend: str, max_tokens: int) -> str:
+    """The name an embedder's vectors are stored under: the same texts give the same vectors."""
+    kind = {"onnx": "minilm-l6-onnx-int8", "torch": "minilm-l6-torch-fp32", "static": StaticMiniLM.VERSION}
+    return f"{kind.get(backend, backend)}:{max_tokens}"
+
+
 def tokenizer_path() -> Path:
     """The WordPiece tokenizer file, checked against its pinned hash."""
     digest = hashlib.sha256(TOKENIZER.read_bytes()).hexdigest()
@@ -91,7 +97,7 @@ class OnnxMiniLM:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
-        self.name = f"minilm-l6-onnx-int8:{max_tokens}"
+        self.name = embedder_key("onnx", max_tokens)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), DIM), dtype=np.float32)
@@ -119,7 +125,7 @@ class TorchMiniLM:
         self.model: Any = SentenceTransformer(str(_model_dir()), device="cpu")
         self.model.max_seq_length = max_tokens
         self.batch_size = batch_size
-        self.name = f"minilm-l6-torch-fp32:{max_tokens}"
+        self.name = embedder_key("torch", max_tokens)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(
@@ -151,7 +157,7 @@ class StaticMiniLM:
                 staging.replace(path)
         self.model: Any = StaticModel.from_pretrained(str(path))
         self.max_tokens = max_tokens
-        self.name = f"{self.VERSION}:{max_tokens}"
+        self.name = embedder_key("static", max_tokens)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors: np.ndarray = np.asarray(

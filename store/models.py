@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydField
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy import Enum as SAEnum
 from sqlmodel import Field, SQLModel
 
@@ -238,6 +238,17 @@ class DailyCost(SQLModel, table=True):
 
 # TrustChange: the drift guard stopped trusting a tier for a taxonomy (until a person undoes it).
 class TrustChange(SQLModel, table=True):
+    # At most one change in force per taxonomy and tier: concurrent guards cannot both act.
+    __table_args__ = (
+        Index(
+            "uq_trustchange_in_force",
+            "taxonomy",
+            "tier",
+            unique=True,
+            sqlite_where=text("undone_at IS NULL"),
+            postgresql_where=text("undone_at IS NULL"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     taxonomy: str = Field(max_length=64, index=True)
     tier: str = Field(max_length=32)
@@ -329,6 +340,14 @@ class LocalModel(SQLModel, table=True):
     active: bool = False
     path: str
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# TextEmbedding: a text's sentence embedding under one embedder (by text hash), so none is computed twice.
+class TextEmbedding(SQLModel, table=True):
+    embedder: str = Field(primary_key=True, max_length=64)
+    text_hash: str = Field(primary_key=True, max_length=64)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

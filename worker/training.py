@@ -20,12 +20,20 @@ from sqlmodel import Session
 
 from classifiers import embeddings
 from classifiers.decision import Decision
-from classifiers.local import LocalClassifier, NotEnoughLabels, TrainParams, in_holdout, train
+from classifiers.local import (
+    LocalClassifier,
+    NotEnoughLabels,
+    TrainParams,
+    candidates,
+    in_holdout,
+    label_text,
+    train,
+)
 from classifiers.selective import person_given
 from classifiers.taxonomy import Taxonomy
 from core.config import Settings
 from core.vocab import Outcome
-from store import examples, local_models
+from store import examples, local_models, text_embeddings
 from store.db import session_scope
 from store.models import LocalModel
 
@@ -107,7 +115,8 @@ def train_version(
 
     Calibration and threshold follow who gave the labels (classifiers/local.py): a person's when
     enough were scored, else the last LLM tier's against its measured (or assumed) accuracy.
-    cache: text -> embedding, shared across calls (benchmarks); None: this call's own.
+    cache: text -> embedding, shared across calls (benchmarks); None: the embeddings stored in the
+    database, and those computed now are stored too, so no retrain embeds a text twice.
     """
     params = params or TrainParams.from_settings(settings.local)
     with session_scope(engine) as session:
@@ -121,7 +130,15 @@ def train_version(
         )
     texts, labels = labelled.texts, labelled.labels
     base: dict[str, Any] = {"taxonomy_version": taxonomy.version, "max_example_id": labelled.newest}
-    cache = {} if cache is None else cache  # the candidate and the incumbent embed the same texts
+    keep = cache is None and any("embeddings" in kind for kind in candidates(params))
+    embedder = embeddings.embedder_key(params.embed_backend, params.embed_max_tokens)
+    if cache is None:  # the candidate and the incumbent embed the same texts
+        cache = {}
+        if keep:
+            with session_scope(engine) as session:
+                names = [label_text(c) for c in taxonomy.label_names]  # the label-name prior's texts
+                cache = text_embeddings.load(session=session, embedder=embedder, texts=[*texts, *names])
+    stored = set(cache)
     try:
         candidate = train(
             texts,
@@ -153,6 +170,11 @@ def train_version(
     if score is None:  # no held-out slice (holdout_fraction 0 or very few labels): out-of-fold instead
         score = metrics["oof_accuracy"]
     replace, metrics["comparison"] = _at_least_as_good(candidate, incumbent, labelled, params, cache)
+    if keep:
+        with session_scope(engine) as session:
+            computed = {t: v for t, v in cache.items() if t not in stored}
+            text_embeddings.save(session=session, embedder=embedder, vectors=computed)
+        metrics["embeddings"] = {"embedder": embedder, "stored": len(stored), "computed": len(computed)}
     row = LocalModel(
         taxonomy=taxonomy.name,
         version=version,
