@@ -12,8 +12,10 @@ EXTRAS ?= llm,dev
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# llama-cpp-python compiles for ~10 min once; pip's wheel cache makes later installs instant.
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	# llama-cpp-python compiles for ~10 min once; pip's wheel cache makes later installs instant. Built
+	# portable (AVX2/FMA/F16C, GGML_NATIVE=OFF): a -march=native build of llama.cpp uses what the CPU
+	# advertises (AMX, AVX-512), which a VM may not enable, and died here with SIGILL (illegal instruction).
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

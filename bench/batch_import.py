@@ -27,7 +27,8 @@ from typing import Any
 
 import redis
 
-from core.config import GPT_4O_MINI, ModelTier, WorkerSettings
+from core.config import WorkerSettings
+from core.tiers import GPT_4O_MINI, ModelTier
 from docsort.services import Supervisor, free_port, llama_services, redis_service
 from tests.processes import BeatProcess, WorkerProcess, wait_for
 from tests.s3_fixtures import ACCESS_KEY, BUCKET, SECRET_KEY, put_many, s3_client, seaweed_service

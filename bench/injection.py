@@ -30,7 +30,9 @@ from classifiers.llm_runner import LLMRunner
 from classifiers.packing import DocIn
 from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy
-from core.config import GPT_4O_MINI, ModelTier, Settings, default_taxonomy
+from core.config import Settings
+from core.taxonomy_spec import default_taxonomy
+from core.tiers import GPT_4O_MINI, ModelTier
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "injection.jsonl"

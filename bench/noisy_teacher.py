@@ -47,7 +47,8 @@ from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, Decision
 from classifiers.local import LocalClassifier, NotEnoughLabels, TrainParams, train
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
-from core.config import GPT_4O, LocalSettings, ModelTier, Settings, local_tier
+from core.config import LocalSettings, Settings
+from core.tiers import GPT_4O, ModelTier, local_tier
 from core.vocab import Outcome
 from store import documents, examples, taxonomies
 from store.db import make_engine, migrate, session_scope

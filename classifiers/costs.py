@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from core.config import Price
+from core.tiers import Price
 
 NANO_PER_USD = 1_000_000_000
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from classifiers.costs import Usage, cost_nanousd
 from classifiers.decision import AttemptRecord, PlannedRequest
 from classifiers.providers import Completion
-from core.config import ModelTier
 from core.errors import ModelError
+from core.tiers import ModelTier
 
 ANSWER_TOKENS = 16  # a typical answer for one document: {"ref": n, "label": "..."}
 INPUT_MARGIN = 1.2  # the tier's tokenizer may count fewer tokens than the provider bills

@@ -19,8 +19,8 @@ from classifiers.packing import DocIn, Packed, pack, renumber, system_prompt, us
 from classifiers.providers.base import ChatModel, Completion
 from classifiers.taxonomy import Taxonomy, answer_models
 from classifiers.tokens import Tokenizer
-from core.config import Price
 from core.errors import InvalidAnswer, ModelError, PermanentModelError, SpendCapReached
+from core.tiers import Price
 from core.vocab import Outcome
 
 Calibrator = Callable[[float], float]

@@ -14,7 +14,7 @@ from classifiers.local import LocalClassifier
 from classifiers.packing import DocIn, system_prompt
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import Tokenizer, truncate
-from core.config import ModelTier
+from core.tiers import ModelTier
 from core.vocab import Outcome
 
 log = logging.getLogger("docsort.local")

@@ -25,8 +25,9 @@ from classifiers.local_runner import LocalRunner, reference_cost
 from classifiers.providers import ChatModel, LlamaCppModel, OpenAIModel
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import Tokenizer, get_tokenizer
-from core.config import ModelTier, Settings
+from core.config import Settings
 from core.errors import ConfigError
+from core.tiers import ModelTier
 
 
 @dataclass(frozen=True)

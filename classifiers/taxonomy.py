@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from core.config import LabelSpec, TaxonomySpec
 from core.errors import InvalidInput
+from core.taxonomy_spec import LabelSpec, TaxonomySpec
 
 
 class Taxonomy(TaxonomySpec):

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from core.config import Settings, is_placeholder, secret_values
+from core.config import Settings
+from core.secrets import is_placeholder, secret_values
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

@@ -13,8 +13,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from core.config import Settings, TaxonomySpec
+from core.config import Settings
 from core.logs import setup_logging
+from core.taxonomy_spec import TaxonomySpec
 from docsort import cli_learning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

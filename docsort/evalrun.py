@@ -14,7 +14,8 @@ from classifiers.evaluate import Labelled, TierResult, correct, docs_of, report
 from classifiers.local import LocalClassifier
 from classifiers.runners import RunnerSpec, build_runner, spec_for
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
-from core.config import ModelTier, Settings
+from core.config import Settings
+from core.tiers import ModelTier
 from docsort.services import Supervisor, llama_services
 from store import calibrations, taxonomies
 from store.db import make_engine, migrate, session_scope

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import httpx
 
 from core import health, messaging
-from core.config import ModelTier, Settings
+from core.config import Settings
+from core.tiers import ModelTier
 from docsort import weights
 from docsort.supervisor import Service, StartError, Supervisor
 

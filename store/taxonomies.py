@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from classifiers.taxonomy import Taxonomy as TaxonomyModel
-from core.config import TaxonomySpec
 from core.errors import NotFound
+from core.taxonomy_spec import TaxonomySpec
 from store.models import Taxonomy
 
 

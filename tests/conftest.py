@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from core.config import GPT_4O, GPT_4O_MINI, ModelTier, Settings
+from core.config import Settings
+from core.tiers import GPT_4O, GPT_4O_MINI, ModelTier
 from docsort.services import Supervisor, free_port, llama_services, redis_service
 
 ROOT = Path(__file__).resolve().parent.parent

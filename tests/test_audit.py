@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from core.config import AuditSettings, LocalSettings, Settings, local_tier
+from core.config import AuditSettings, LocalSettings, Settings
+from core.tiers import local_tier
 from docsort.services import free_port
 from store.models import Example
 from tests.conftest import make_settings, running

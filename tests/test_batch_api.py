@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from api.main import create_app
-from core.config import GPT_4O, GPT_4O_MINI, ModelTier, Settings, WorkerSettings
+from core.config import Settings, WorkerSettings
+from core.tiers import GPT_4O, GPT_4O_MINI, ModelTier
 from docsort.demo import samples
 from docsort.services import free_port
 from store.models import BatchShard, ModelRequest

@@ -10,8 +10,9 @@ from classifiers.llm_runner import LLMRunner
 from classifiers.packing import DocIn
 from classifiers.runners import RunnerSpec, build_runner
 from classifiers.taxonomy import Taxonomy
-from core.config import GPT_4O_MINI, ModelTier, default_taxonomy
 from core.errors import PermanentModelError, RateLimited, TransientModelError
+from core.taxonomy_spec import default_taxonomy
+from core.tiers import GPT_4O_MINI, ModelTier
 from core.vocab import Outcome
 from tests.fakes import ScriptedEndpoint, answer, chat, label_all
 

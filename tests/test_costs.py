@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from classifiers.costs import Usage, cost_nanousd, split, split_usage
-from core.config import GPT_4O, GPT_4O_MINI
+from core.tiers import GPT_4O, GPT_4O_MINI
 
 
 def test_cost_matches_the_price_table() -> None:

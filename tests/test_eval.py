@@ -99,7 +99,7 @@ def test_calibrate_saves_a_threshold_the_workers_use(
 
 def test_eval_scores_the_cascade_as_deployed_with_its_local_tier(tmp_path: Path, redis_url: str) -> None:
     """`docsort eval --train`: the local tier first, then the LLM tiers (the fake provider here)."""
-    from core.config import local_tier
+    from core.tiers import local_tier
     from docsort.services import free_port
     from tests.processes import FakeProvider
     from tests.test_ledger import PRICES, fake_tiers

@@ -24,8 +24,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
 from api.main import create_app
-from core.config import FlowerSettings, ModelTier, Settings, mask_url, secret_values
+from core.config import FlowerSettings, Settings
 from core.logs import MASK, setup_logging
+from core.secrets import mask_url, secret_values
+from core.tiers import ModelTier
 from docsort.services import app_services, free_port
 from store import keys
 from store.db import session_scope

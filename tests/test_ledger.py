@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from core.config import GPT_4O, GPT_4O_MINI, ModelTier, Settings, SpendSettings, WorkerSettings
+from core.config import Settings, SpendSettings, WorkerSettings
+from core.tiers import GPT_4O, GPT_4O_MINI, ModelTier
 from core.vocab import RequestState
 from docsort.services import free_port
 from store.models import Attempt, ModelRequest

@@ -43,7 +43,9 @@ from classifiers.packing import DocIn
 from classifiers.runners import build_runner, spec_for
 from classifiers.selective import PERSON_RULE, TEACHER_RULE, Teacher, teacher_threshold
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
-from core.config import GPT_4O, GPT_4O_MINI, LocalSettings, ModelTier, Settings, TaxonomySpec, local_tier
+from core.config import LocalSettings, Settings
+from core.taxonomy_spec import TaxonomySpec
+from core.tiers import GPT_4O, GPT_4O_MINI, ModelTier, local_tier
 from core.vocab import Outcome, Status
 from store import documents, examples, local_models, reviews, taxonomies
 from store.db import make_engine, migrate, session_scope

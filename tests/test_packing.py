@@ -3,7 +3,7 @@
 from classifiers.packing import DocIn, pack, system_prompt, user_prompt
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import ELLIPSIS, ApproxTokenizer, truncate
-from core.config import default_taxonomy
+from core.taxonomy_spec import default_taxonomy
 
 
 def tax() -> Taxonomy:

@@ -9,8 +9,8 @@ import redis
 
 from classifiers.costs import Usage
 from classifiers.providers import Completion
-from core.config import ModelTier
 from core.errors import RateLimited
+from core.tiers import ModelTier
 from worker.ratelimit import LimitedModel, MinuteWindow, limited
 
 

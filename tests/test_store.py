@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, Decision, PlannedRequest
-from core.config import default_taxonomy
+from core.taxonomy_spec import default_taxonomy
 from core.vocab import Outcome, RequestState, Status
 from store import documents, lifecycle, reports, requests, spend, taxonomies
 from store.db import make_engine, migrate, session_scope

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from classifiers.taxonomy import Taxonomy, answer_models, strict_schema
-from core.config import LabelSpec, TaxonomySpec, default_taxonomy
+from core.taxonomy_spec import LabelSpec, TaxonomySpec, default_taxonomy
 
 
 def test_label_is_an_enum_of_the_taxonomy() -> None:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from classifiers.decision import Decision, reused
@@ -106,6 +107,13 @@ def audit(self: Task[Any, Any], ids: list[int]) -> dict[str, int]:
 
 def guard(runtime: Runtime, taxonomy: str, tier: str) -> TrustChange | None:
     """Stop trusting a tier whose audits are confidently below its target (see the module docstring)."""
+    try:
+        return _guard(runtime, taxonomy, tier)
+    except IntegrityError:  # a concurrent audit's guard recorded it first: one change in force per tier
+        return None
+
+
+def _guard(runtime: Runtime, taxonomy: str, tier: str) -> TrustChange | None:
     settings = runtime.settings
     with session_scope(runtime.engine) as session:
         tax = taxonomies.to_runtime(taxonomies.require(session=session, name=taxonomy))

@@ -15,8 +15,8 @@ from sqlmodel import col, select
 
 from classifiers.llm_runner import LLMRunner, Prepared
 from classifiers.packing import DocIn
-from core.config import ModelTier
 from core.errors import PermanentModelError
+from core.tiers import ModelTier
 from core.vocab import ShardStatus
 from store import requests, shards, spend
 from store.db import session_scope

@@ -38,8 +38,8 @@ from sqlmodel.sql.expression import SelectOfScalar
 from classifiers.decision import AttemptRecord, PlannedRequest
 from classifiers.llm_runner import Answer
 from classifiers.packing import DocIn
-from core.config import ModelTier
 from core.errors import InvalidAnswer, ModelError
+from core.tiers import ModelTier
 from core.vocab import ShardStatus, Status
 from store import lifecycle, shards
 from store.db import session_scope

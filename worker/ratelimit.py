@@ -9,8 +9,8 @@ import redis
 from pydantic import BaseModel
 
 from classifiers.providers.base import ChatModel, Completion
-from core.config import ModelTier
 from core.errors import RateLimited
+from core.tiers import ModelTier
 
 
 class MinuteWindow:

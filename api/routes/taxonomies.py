@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep
 from api.limits import check_json_values
 from api.schemas import problem_responses
-from core.config import LabelSpec, TaxonomySpec
 from core.errors import InvalidInput
+from core.taxonomy_spec import LabelSpec, TaxonomySpec
 from store import taxonomies
 from store.models import Taxonomy
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from classifiers.confidence import TokenLogprob
 from classifiers.costs import Usage
-from core.config import ModelTier
+from core.tiers import ModelTier
 
 
 @dataclass(frozen=True)

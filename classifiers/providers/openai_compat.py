@@ -16,13 +16,13 @@ from classifiers.confidence import TokenLogprob
 from classifiers.costs import Usage
 from classifiers.providers.base import Completion
 from classifiers.taxonomy import strict_schema
-from core.config import ModelTier
 from core.errors import (
     InvalidAnswer,
     PermanentModelError,
     RateLimited,
     TransientModelError,
 )
+from core.tiers import ModelTier
 
 
 def _retry_after(response: httpx2.Response | None) -> float | None:

@@ -55,6 +55,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("trustchange", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_trustchange_taxonomy"), ["taxonomy"], unique=False)
+        batch_op.create_index(
+            "uq_trustchange_in_force",
+            ["taxonomy", "tier"],
+            unique=True,
+            sqlite_where=sa.text("undone_at IS NULL"),
+            postgresql_where=sa.text("undone_at IS NULL"),
+        )
 
     op.create_table(
         "audit",
@@ -151,6 +158,7 @@ def downgrade() -> None:
 
     op.drop_table("audit")
     with op.batch_alter_table("trustchange", schema=None) as batch_op:
+        batch_op.drop_index("uq_trustchange_in_force")
         batch_op.drop_index(batch_op.f("ix_trustchange_taxonomy"))
 
     op.drop_table("trustchange")
