@@ -6,7 +6,11 @@ which forwards chat requests and batch lines to llama.cpp and bills them with it
 price for synchronous requests, half for batch lines. Costs come from its bills, not from docsort.
 
 Each mode imports the same --n AG News dev texts into a fresh database (one tier, as the small tier;
-threshold 0, so that labels are the model's first answer in both modes). The batch mode's provider
+threshold 0, so that labels are the model's first answer in both modes). Both modes pack the same
+documents into the same requests (printed: `packed requests alike`), and with `prompt_tag_key` set the
+same documents make the same prompt (the fence tag is a keyed hash, not random), so the deterministic
+model gives both modes the same answers and the same re-asks: the ratio is what the batch path costs
+for the same work. The batch mode's provider
 holds each batch for --wait seconds (validating), and the load docsort puts on the broker meanwhile is
 measured as Redis commands per second (beat's periodic jobs and the worker's polls; the database sees
 one small read per shard per poll, `docsort.batch_poll`).
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
 from core.config import WorkerSettings
 from core.tiers import GPT_4O_MINI, ModelTier
@@ -77,6 +82,7 @@ def run(mode: str, n: int, wait: float, llama_port: int, endpoint: str, redis_ur
         database_url=f"sqlite:///{folder / 'db.sqlite'}",
         redis_url=redis_url,
         models=[tier(port, mode == "batch")],
+        prompt_tag_key=SecretStr("bench"),  # the same documents, the same prompt in both modes
         worker=worker_settings,
         log_json=False,
     )
@@ -107,6 +113,7 @@ def run(mode: str, n: int, wait: float, llama_port: int, endpoint: str, redis_ur
         bill = fake.get("/_bill")
         fake.kill()
     labels = {d["external_id"].split("/", 1)[-1]: d["label"] for d in docs}  # the key without the mode
+    key_of = {d["id"]: d["external_id"].split("/", 1)[-1] for d in docs}
     return {
         "mode": mode,
         "documents": len(docs),
@@ -118,7 +125,20 @@ def run(mode: str, n: int, wait: float, llama_port: int, endpoint: str, redis_ur
         "needs_review": state["needs_review"],
         "load_while_waiting": load,
         "labels": labels,
+        "asked": _asked(settings.database_url, key_of),
     }
+
+
+def _asked(database_url: str, key_of: dict[int, str]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each request docsort made (purpose and document keys), in order: how the mode packed them."""
+    from sqlalchemy import create_engine
+    from sqlmodel import Session, col, select
+
+    from store.models import ModelRequest
+
+    with Session(create_engine(database_url)) as session:
+        rows = session.exec(select(ModelRequest).order_by(col(ModelRequest.created_at))).all()
+    return [(r.purpose, tuple(key_of.get(i, str(i)) for i in r.doc_ids)) for r in rows]
 
 
 def _load_while(redis_url: str, seconds: float) -> dict[str, float]:
@@ -165,8 +185,13 @@ def main() -> None:
         supervisor.stop()
     same = sum(sync["labels"].get(k) == v for k, v in batch["labels"].items())
     for result in (sync, batch):
-        shown = {k: v for k, v in result.items() if k != "labels"}
+        shown = {k: v for k, v in result.items() if k not in ("labels", "asked")}
         print(json.dumps(shown), flush=True)
+    packed = {keys for purpose, keys in sync["asked"] if purpose == "classify"}
+    alike = sum(keys in packed for purpose, keys in batch["asked"] if purpose == "classify")
+    for result in (sync, batch):
+        print(result["mode"], "asked:", json.dumps(result["asked"]), flush=True)
+    print(f"packed requests alike in both modes: {alike}/{len(packed)}")
     print(f"same labels in both modes: {same}/{len(batch['labels'])}")
     print(f"per 1,000 documents: sync ${sync['per_1k_usd']:.4f}, batch ${batch['per_1k_usd']:.4f}")
     print(f"ratio {batch['cost_nanousd'] / sync['cost_nanousd']:.3f}")

@@ -56,6 +56,7 @@ class LLMRunner:
     calibrate: Calibrator | None = None
     is_last: bool = False
     reference_price: Price | None = None
+    tag_key: bytes | None = None  # fences documents with a keyed tag (packing.fence_tag), else random
 
     def __post_init__(self) -> None:
         tier = self.model.tier
@@ -97,7 +98,7 @@ class LLMRunner:
                 if held is not None:
                     break
                 try:
-                    owed += self._ask(batch, attempts, answers, ledger, purpose)
+                    owed += self._ask(batch, attempts, answers, ledger, purpose, round_)
                 except SpendCapReached as exc:
                     held = str(exc)
             missing = owed
@@ -114,9 +115,9 @@ class LLMRunner:
                 decisions.append(self._decide(doc.id, answers.get(doc.id), attempts[doc.id]))
         return decisions
 
-    def prepare(self, docs: list[DocIn], alone: bool = False) -> list[Prepared]:
+    def prepare(self, docs: list[DocIn], alone: bool = False, attempt: int = 0) -> list[Prepared]:
         """The first pass's requests for docs, packed as the tier packs them (a batch's lines, say); alone:
-        each document in a request of its own, as re-asks are."""
+        each document in a request of its own, as re-asks are; attempt: how many times asked before."""
         tier = self.model.tier
         batches = pack(
             docs,
@@ -125,9 +126,9 @@ class LLMRunner:
             request_token_budget=tier.request_token_budget,
             doc_token_budget=tier.doc_token_budget,
         )
-        return [self._prepare(batch, "reask" if alone else "classify") for batch in batches]
+        return [self._prepare(batch, "reask" if alone else "classify", attempt) for batch in batches]
 
-    def prepare_line(self, docs: list[DocIn], request_id: str) -> Prepared:
+    def prepare_line(self, docs: list[DocIn], request_id: str, attempt: int = 0) -> Prepared:
         """The request of a stored Batch API line again (its documents, its id), to read its answer."""
         tier = self.model.tier
         [batch] = pack(
@@ -137,19 +138,19 @@ class LLMRunner:
             request_token_budget=sys.maxsize,
             doc_token_budget=tier.doc_token_budget,
         )
-        prepared = self._prepare(batch, "classify")
+        prepared = self._prepare(batch, "reask" if attempt else "classify", attempt)
         return replace(prepared, request=replace(prepared.request, id=request_id))
 
-    def _prepare(self, batch: list[Packed], purpose: str) -> Prepared:
+    def _prepare(self, batch: list[Packed], purpose: str, attempt: int = 0) -> Prepared:
         tier = self.model.tier
         if self.label_only:
             user = (
-                user_prompt(batch, self.taxonomy)
+                user_prompt(batch, self.taxonomy, self.tag_key, attempt)
                 + "\nReply with exactly one of the allowed labels and nothing else."
             )
             max_tokens = 16
         else:
-            user = user_prompt(batch, self.taxonomy)
+            user = user_prompt(batch, self.taxonomy, self.tag_key, attempt)
             max_tokens = min(tier.max_output_tokens * len(batch), 4096)
         request = plan(
             tier,
@@ -177,9 +178,10 @@ class LLMRunner:
         answers: dict[int, Answer],
         ledger: Ledger,
         purpose: str,
+        attempt: int = 0,
     ) -> list[Packed]:
         """One request for batch, written in the ledger; records attempts and answers, returns those owed."""
-        prepared = self._prepare(batch, purpose)
+        prepared = self._prepare(batch, purpose, attempt)
         request = prepared.request
         ledger.before(request)  # SpendCapReached: nothing is sent
         try:
@@ -254,6 +256,10 @@ class LLMRunner:
             attempts[p.doc.id].append(record)
             records.append(record)
         return missing, records, total
+
+    def failed_attempt(self, packed: Packed, exc: Exception, request_id: str) -> AttemptRecord:
+        """The attempt of a document whose whole answer was unusable (a batch line, say)."""
+        return self._failed(packed, exc, request_id)
 
     def decide(self, doc_id: int, answer: Answer | None, attempts: list[AttemptRecord]) -> Decision:
         """A document's decision from its answer (if any) and attempts."""

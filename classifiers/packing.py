@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
@@ -113,9 +115,24 @@ def neutralise(text: str, labels: Sequence[str] = ()) -> str:
     return text
 
 
-def user_prompt(batch: list[Packed], taxonomy: Taxonomy) -> str:
-    """The documents of one request, each fenced by a tag the documents cannot know."""
-    tag = secrets.token_hex(4)
+def fence_tag(batch: list[Packed], key: bytes | None = None, attempt: int = 0) -> str:
+    """A tag the documents cannot know: random, or with key a keyed hash of the request's documents.
+
+    Keyed, the same documents make the same prompt in every process and path (synchronous or a Batch
+    API line), so a deterministic model answers them the same; a text still cannot contain its own tag,
+    since the tag changes with the text. attempt (0 first, then each re-ask) changes it too: asking the
+    very same prompt again would get the very same unreadable answer at temperature 0."""
+    if key is None:
+        return secrets.token_hex(4)
+    content = f"{attempt}\x00" + "\x00".join(f"{p.ref}\x00{p.text}" for p in batch)
+    return hmac.new(key, content.encode(), hashlib.sha256).hexdigest()[:8]
+
+
+def user_prompt(
+    batch: list[Packed], taxonomy: Taxonomy, tag_key: bytes | None = None, attempt: int = 0
+) -> str:
+    """The documents of one request, each fenced by a tag the documents cannot know (fence_tag)."""
+    tag = fence_tag(batch, tag_key, attempt)
     names = taxonomy.label_names
     blocks = [
         f"<<<DOC ref={p.ref} tag={tag}>>>\n{neutralise(p.text, names)}\n<<<END tag={tag}>>>" for p in batch

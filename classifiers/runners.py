@@ -45,6 +45,7 @@ class RunnerSpec:
     local_model: LocalClassifier | None = None
     local_model_name: str = "local"
     wrap: Callable[[ChatModel], ChatModel] | None = None  # e.g. the workers' shared rate limits
+    tag_key: bytes | None = None  # Settings.prompt_tag_key
 
     def tokenizer(self, tier: ModelTier) -> Tokenizer:
         """tier's tokenizer (a GGUF's own, read from weights_dir)."""
@@ -96,6 +97,7 @@ def spec_for(settings: Settings, tier_name: str, taxonomy: Taxonomy, **extra: An
         is_last=settings.next_tier(tier_name) is None,
         reference=settings.models[-1],
         weights_dir=settings.weights_dir,
+        tag_key=settings.prompt_tag_key.get_secret_value().encode() if settings.prompt_tag_key else None,
         **extra,
     )
 
@@ -113,6 +115,7 @@ def _llm(adapter: Callable[[ModelTier, httpx2.Client | None], ChatModel]) -> Fac
             calibrate=Calibrator.from_params(spec.calibration) if spec.calibration else None,
             is_last=spec.is_last,
             reference_price=(spec.reference or tier).price,
+            tag_key=spec.tag_key,
         )
 
     return factory

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     models: list[ModelTier] = Field(default_factory=list)
+    prompt_tag_key: SecretStr | None = Field(
+        None,
+        description="Key of the tag that fences documents in a prompt: set, the same documents make the "
+        "same prompt in every worker and path (reproducible answers at temperature 0); unset, random",
+    )
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
     default_taxonomy: TaxonomySpec = Field(default_factory=default_taxonomy)
     api: ApiSettings = Field(default_factory=ApiSettings)

@@ -6,13 +6,14 @@ import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from classifiers.calibration import Calibrator, choose_threshold, fit, sweep
 from classifiers.evaluate import Labelled, TierResult, correct, docs_of, report
 from classifiers.local import LocalClassifier
-from classifiers.runners import RunnerSpec, build_runner, spec_for
+from classifiers.runners import build_runner, spec_for
 from classifiers.taxonomy import Taxonomy, from_dataset_labels
 from core.config import Settings
 from core.tiers import ModelTier
@@ -62,13 +63,12 @@ def run_tier(
     if not raw:
         with session_scope(make_engine(settings.db_url)) as session:
             stored = calibrations.latest_calibration(session=session, taxonomy=taxonomy.name, tier=tier.name)
+    spec = spec_for(settings, tier.name, taxonomy)
     runner = build_runner(
-        RunnerSpec(
-            tier=tier,
-            taxonomy=taxonomy,
+        replace(
+            spec,
             is_last=tier is settings.llm_tiers[-1],
             reference=settings.llm_tiers[-1],
-            weights_dir=settings.weights_dir,
             calibration=stored.params if stored else None,
             threshold=stored.threshold if stored else None,
         )

@@ -11,10 +11,11 @@ llama.cpp's server answers HTTP 500 to `response_format: json_schema`, so the fa
 `{"type": "json_object", "schema": ...}` instead, as docsort's llamacpp tier kind does.
 
 Control:
-    POST /_faults {"fail_lines": n, "invalid_lines": n, "expire_after": n, "shuffle": bool, "delay_s": s,
-                   "hold_create_s": s}
+    POST /_faults {"fail_lines": n, "invalid_lines": n, "garbage_lines": n, "expire_after": n,
+                   "shuffle": bool, "delay_s": s, "hold_create_s": s}
         fail_lines: the next n lines come back in the error file as server errors (transient);
         invalid_lines: the next n lines are refused as invalid requests (400);
+        garbage_lines: the next n lines are answered (200, billed) with content that is not JSON;
         expire_after: a batch expires after answering n lines (the rest: batch_expired);
         shuffle: output lines come back in random order; delay_s: a batch waits this long before working;
         hold_create_s: the next batch is created at once, but its creation is answered this late.
@@ -25,6 +26,7 @@ Control:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import threading
@@ -98,6 +100,15 @@ def upstream_body(state: State, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def ask_upstream(state: State, body: dict[str, Any]) -> httpx.Response:
+    """A chat request answered upstream, logged as the hash of what was asked and the answer."""
+    response = httpx.post(f"{state.upstream}/chat/completions", json=upstream_body(state, body), timeout=600)
+    asked = hashlib.sha256(json.dumps(upstream_body(state, body), sort_keys=True).encode()).hexdigest()[:12]
+    answer = (response.json().get("choices") or [{}])[0].get("message", {}).get("content")
+    print(json.dumps({"upstream": asked, "answer": answer}), flush=True)  # same question, same answer?
+    return response
+
+
 def run_batch(state: State, batch_id: str) -> None:
     """Work a batch: each line through the upstream; then its output and error files."""
     with state.lock:
@@ -160,10 +171,10 @@ def run_batch(state: State, batch_id: str) -> None:
                 }
             )
             continue
-        response = httpx.post(
-            f"{state.upstream}/chat/completions", json=upstream_body(state, line["body"]), timeout=600
-        )
+        response = ask_upstream(state, line["body"])
         body = response.json()
+        if state.take("garbage_lines"):  # a model that answered, was billed, and wrote no JSON
+            body["choices"][0]["message"] = {"role": "assistant", "content": "Sure! The label is"}
         body["model"] = line["body"].get("model")
         usage = body.get("usage") or {}
         model = str(line["body"].get("model"))
@@ -332,9 +343,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self._json(200, batch) if batch else self._json(404, {"error": {"message": "no such batch"}})
             elif path.endswith("/chat/completions"):
                 body = json.loads(self._raw())
-                response = httpx.post(
-                    f"{state.upstream}/chat/completions", json=upstream_body(state, body), timeout=600
-                )
+                response = ask_upstream(state, body)
                 data = response.json()
                 data["model"] = body.get("model")
                 usage = data.get("usage") or {}

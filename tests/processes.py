@@ -27,7 +27,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         data = tier.model_dump(mode="json")
         data["api_key"] = tier.api_key.get_secret_value()
         tiers.append(data)
+    key = settings.prompt_tag_key
     return {
+        **({"DOCSORT_PROMPT_TAG_KEY": key.get_secret_value()} if key else {}),
         "DOCSORT_DATA_DIR": str(settings.data_dir),
         "DOCSORT_WEIGHTS_DIR": str(settings.weights_dir),
         "DOCSORT_DATABASE_URL": settings.db_url,

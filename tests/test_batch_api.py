@@ -95,6 +95,18 @@ def seed_prefix(s3: S3Server, prefix: str, count: int) -> None:
     put_many(s3.client, s3.bucket, {f"{prefix}/{i:02d}.txt": t.encode() for i, t in enumerate(texts)})
 
 
+def import_settings(
+    tmp_path: Path, fresh_redis: str, s3: S3Server, models: list[ModelTier], prefix: str, count: int
+) -> Settings:
+    """Settings for one batch import test (SQLite, FAST worker) and its prefix seeded with count texts."""
+    settings = make_settings(
+        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", fresh_redis, models=models, worker=FAST
+    )
+    settings.s3.endpoint_url = s3.endpoint
+    seed_prefix(s3, prefix, count)
+    return settings
+
+
 def start_import(client: TestClient, s3: S3Server, prefix: str) -> int:
     r = client.post(
         "/v1/imports",
@@ -148,11 +160,7 @@ def test_a_batch_import_ends_done_or_review_at_batch_prices(
     tmp_path: Path, s3: S3Server, fresh_redis: str, fake: FakeBatchAPI
 ) -> None:
     port = int(fake.url.rsplit(":", 1)[1])
-    settings = make_settings(
-        tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", fresh_redis, models=batch_tiers(port), worker=FAST
-    )
-    settings.s3.endpoint_url = s3.endpoint
-    seed_prefix(s3, "batchimp", 8)
+    settings = import_settings(tmp_path, fresh_redis, s3, batch_tiers(port), "batchimp", 8)
     fake.faults(shuffle=True)  # lines come back in any order: they are joined on custom_id
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     beat = BeatProcess(settings, tmp_path / "beat.log")
@@ -184,15 +192,9 @@ def test_no_shard_is_submitted_twice_across_a_worker_kill(
     tmp_path: Path, s3: S3Server, fresh_redis: str, fake: FakeBatchAPI
 ) -> None:
     port = int(fake.url.rsplit(":", 1)[1])
-    settings = make_settings(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
-        fresh_redis,
-        models=batch_tiers(port, timeout_s=5.0, threshold=0.0),
-        worker=FAST,
+    settings = import_settings(
+        tmp_path, fresh_redis, s3, batch_tiers(port, timeout_s=5.0, threshold=0.0), "batchkill", 4
     )
-    settings.s3.endpoint_url = s3.endpoint
-    seed_prefix(s3, "batchkill", 4)
     fake.faults(hold_create_s=15)  # the batch is created, but the answer comes too late for the worker
     first = WorkerProcess(settings, tmp_path / "w1.log", "w1")
     beat = BeatProcess(settings, tmp_path / "beat.log")
@@ -226,15 +228,14 @@ def test_expired_and_failed_lines_are_finished_after_all(
     tmp_path: Path, s3: S3Server, fresh_redis: str, fake: FakeBatchAPI
 ) -> None:
     port = int(fake.url.rsplit(":", 1)[1])
-    settings = make_settings(
+    settings = import_settings(
         tmp_path,
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
         fresh_redis,
-        models=batch_tiers(port, batch_size=1, threshold=0.0, batch_line_retries=1)[:1],
-        worker=FAST,
+        s3,
+        batch_tiers(port, batch_size=1, threshold=0.0, batch_line_retries=1)[:1],
+        "batchexp",
+        4,
     )
-    settings.s3.endpoint_url = s3.endpoint
-    seed_prefix(s3, "batchexp", 4)
     # The first batch expires after one answered line; of the rest, one fails once more in its retry.
     fake.faults(expire_after=1)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
@@ -262,3 +263,44 @@ def test_expired_and_failed_lines_are_finished_after_all(
     assert all(len(line["doc_ids"]) == 1 for s in shards_.values() if s.retry for line in s.lines)
     books_match_the_bill(settings, fake)
     assert fake.get("/_bill")["sync"]  # the line that failed in its retry too was asked synchronously
+
+
+def test_unreadable_answers_are_asked_as_often_as_synchronously_then_reviewed(
+    tmp_path: Path, s3: S3Server, fresh_redis: str, fake: FakeBatchAPI
+) -> None:
+    port = int(fake.url.rsplit(":", 1)[1])
+    settings = import_settings(
+        tmp_path,
+        fresh_redis,
+        s3,
+        batch_tiers(port, batch_size=2, threshold=0.0, max_reasks=1)[:1],
+        "batchgarbage",
+        2,
+    )
+    fake.faults(garbage_lines=100)  # every line is answered and billed, none readable
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    beat = BeatProcess(settings, tmp_path / "beat.log")
+    try:
+        with TestClient(create_app(settings)) as client:
+            import_id = start_import(client, s3, "batchgarbage")
+            state = finished(client, import_id)
+            listed = client.get(f"/v1/imports/{import_id}/documents").json()["data"]
+            docs = [client.get(f"/v1/documents/{d['id']}").json() for d in listed]
+    finally:
+        worker.stop()
+        beat.stop()
+    assert state["needs_review"] == 2 and state["classified"] == 0
+    with Session(create_engine_for(settings)) as session:
+        shards_ = sorted(session.exec(select(BatchShard)), key=lambda s: s.retry)
+    # Asked 1 + max_reasks times, as a synchronous run asks: packed, then each alone; never synchronously.
+    assert [(s.retry, [line["doc_ids"] for line in s.lines]) for s in shards_] == [
+        (0, [sorted(d["id"] for d in docs)]),
+        (1, [[d] for d in sorted(d["id"] for d in docs)]),
+    ]
+    bill = fake.get("/_bill")
+    assert len(bill["lines"]) == 3 and bill["sync"] == {}
+    batched = books_match_the_bill(settings, fake)
+    assert len(batched) == 3 and all(r.state == "answered" for r in batched)  # billed, so paid for
+    for doc in docs:
+        assert doc["status"] == "needs_review"
+        assert doc["attempts"] and all(a["error"] for a in doc["attempts"])  # why: no readable answer

@@ -1,6 +1,6 @@
 """Packing: counts and token budgets per request, head-and-tail cuts, delimiters."""
 
-from classifiers.packing import DocIn, pack, system_prompt, user_prompt
+from classifiers.packing import DocIn, Packed, fence_tag, pack, system_prompt, user_prompt
 from classifiers.taxonomy import Taxonomy
 from classifiers.tokens import ELLIPSIS, ApproxTokenizer, truncate
 from core.taxonomy_spec import default_taxonomy
@@ -45,6 +45,29 @@ def test_documents_are_fenced_with_a_tag_they_cannot_know() -> None:
     assert tag != "00000000"
     assert prompt.count(f"<<<END tag={tag}>>>") == 2
     assert "never instructions" in system_prompt(tax())
+
+
+def test_a_keyed_tag_is_the_same_for_the_same_documents_and_unknowable_without_the_key() -> None:
+    def packed(*texts: str) -> list[Packed]:
+        [batch] = pack(
+            [DocIn(i, t) for i, t in enumerate(texts)],
+            ApproxTokenizer(),
+            batch_size=8,
+            request_token_budget=9999,
+            doc_token_budget=999,
+        )
+        return batch
+
+    key = b"operator secret"
+    first = user_prompt(packed("alpha", "beta"), tax(), key)
+    assert user_prompt(packed("alpha", "beta"), tax(), key) == first  # another process, path or retry
+    tag = fence_tag(packed("alpha", "beta"), key)
+    assert f"<<<END tag={tag}>>>" in first and len(tag) == 8
+    assert fence_tag(packed("alpha", "beta!"), key) != tag  # a text cannot hold the tag it will get
+    assert fence_tag(packed("beta", "alpha"), key) != tag
+    assert fence_tag(packed("alpha", "beta"), b"another key") != tag
+    assert fence_tag(packed("alpha", "beta"), key, attempt=1) != tag  # a re-ask is a new prompt
+    assert fence_tag(packed("alpha", "beta")) != fence_tag(packed("alpha", "beta"))  # unkeyed: random
 
 
 def test_instructions_come_first_and_do_not_vary() -> None:

@@ -87,7 +87,7 @@ def make_shard(
     retry > 0: documents asked again, each alone in its line (after a failed, expired or invalid one)."""
     settings = runtime.settings
     runner = runner_for(runtime, taxonomy, version, tier.name)
-    prepared = runner.prepare(docs, alone=retry > 0)
+    prepared = runner.prepare(docs, alone=retry > 0, attempt=retry)
     with session_scope(runtime.engine) as session:
         room = None
         if tier.batch_enqueued_tokens is not None:
@@ -213,7 +213,10 @@ def _rebuild(runtime: Runtime, shard: BatchShard) -> bytes:
     runner = runner_for(runtime, shard.taxonomy, shard.taxonomy_version, shard.tier)
     texts = texts_of(runtime, [i for line in shard.lines for i in line["doc_ids"]])
     return b"".join(
-        _line(runner, runner.prepare_line([DocIn(i, texts[i]) for i in line["doc_ids"]], line["id"]))
+        _line(
+            runner,
+            runner.prepare_line([DocIn(i, texts[i]) for i in line["doc_ids"]], line["id"], shard.retry),
+        )
         for line in shard.lines
     )
 

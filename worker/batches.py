@@ -13,10 +13,11 @@ input tokens enqueued at once). Everything runs on the one periodic job (`docsor
     poll     reads each submitted shard's batch; once it has ended (completed, expired, failed,
              cancelled) its answers are read like synchronous ones: the same parsing, confidence,
              calibration and escalation, recorded at batch prices. Documents of lines that failed for a
-             transient reason or expired are resubmitted, each alone (`batch_line_retries` times), and
-             those whose answer was missing or invalid are re-asked the same way (`max_reasks` times),
-             through the Batch API still, at its prices; then synchronously. Invalid requests fail their
-             documents with the reason. Files are deleted once read.
+             transient reason or expired are resubmitted, each alone (`batch_line_retries` times), then
+             sent synchronously; those whose answer was missing or invalid are re-asked the same way,
+             through the Batch API still, at its prices, until they have been asked 1 + `max_reasks`
+             times as a synchronous run asks them; then they are escalated (review at the last tier).
+             Invalid requests fail their documents with the reason. Files are deleted once read.
 
 Escalations of batched documents go to the next tier as a batch (when it takes them) or synchronously
 (`batch_escalation`), so the worst case is about twice the 24-hour window.
@@ -129,12 +130,14 @@ def ingest(task: Task[Any, Any], runtime: Runtime, shard: BatchShard, batch: Any
         response = result.get("response") or {}
         planned = _planned(stored.get(line["id"]))
         if response.get("status_code") == 200:
-            prepared = runner.prepare_line([DocIn(i, docs[i].text) for i in ids], line["id"])
+            prepared = runner.prepare_line([DocIn(i, docs[i].text) for i in ids], line["id"], shard.retry)
             try:
                 completion = runner.model.completion_from(response["body"])
             except InvalidAnswer as exc:
                 if planned:
                     ledger.failed(planned, exc)
+                for packed in prepared.batch:
+                    attempts[packed.doc.id].append(runner.failed_attempt(packed, exc, line["id"]))
                 reask += ids
                 continue
             missing, records, total = runner.settle(prepared, completion, attempts, answers, batched=True)
@@ -154,11 +157,14 @@ def ingest(task: Task[Any, Any], runtime: Runtime, shard: BatchShard, batch: Any
             resubmit += ids
         else:
             synchronous += ids
-    if shard.retry < tier.max_reasks:
+    # A document is asked at most 1 + max_reasks times, as a synchronous run asks it: after that its
+    # missing or broken answer is final (escalated, or review at the last tier), not asked again.
+    exhausted = [] if shard.retry < tier.max_reasks else reask
+    if not exhausted:
         resubmit += reask
-    else:
-        synchronous += reask
-    decisions = [runner.decide(i, answers[i], attempts[i]) for i in docs if i in answers]
+    decisions = [
+        runner.decide(i, answers.get(i), attempts[i]) for i in docs if i in answers or i in exhausted
+    ]
     token = shards.token(shard)
     escalate_by_batch = tier.batch_escalation == "batch"
     record_decisions(
@@ -188,7 +194,7 @@ def ingest(task: Task[Any, Any], runtime: Runtime, shard: BatchShard, batch: Any
             first_tier=first,
             reason="asked again in a batch, alone",
         )
-    if sync_ids:  # their line's answer left them out or broke the schema: re-asked alone, as re-asks are
+    if sync_ids:  # their lines failed or expired in every try: asked synchronously, each alone
         send_batches(task, shard.tier, sync_ids, alone=True)
     if retry_ids:
         _resubmit(runtime, tier, shard, retry_ids)
