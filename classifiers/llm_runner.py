@@ -68,6 +68,7 @@ class LLMRunner:
             self.taxonomy, stated_confidence=not self.use_logprobs
         )
         self.system = system_prompt(self.taxonomy)
+        self.system_tokens = len(self.tokenizer.encode(self.system))  # the same in every request
 
     def run(self, docs: list[DocIn], ledger: Ledger | None = None, alone: bool = False) -> list[Decision]:
         """Classify docs with this tier; every doc comes back with a decision, none dropped.
@@ -156,7 +157,7 @@ class LLMRunner:
             tier,
             purpose=purpose,
             doc_ids=[p.doc.id for p in batch],
-            input_tokens=len(self.tokenizer.encode(self.system)) + len(self.tokenizer.encode(user)),
+            input_tokens=self.system_tokens + len(self.tokenizer.encode(user)),
             max_output_tokens=max_tokens,
         )
         return Prepared(request=request, batch=batch, user=user, max_tokens=max_tokens)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -82,8 +82,12 @@ def answer_models(taxonomy: Taxonomy, *, stated_confidence: bool) -> tuple[type[
     return item, batch
 
 
+@lru_cache(maxsize=256)
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """model's JSON schema in the strict form OpenAI requires (closed objects, all required)."""
+    """model's JSON schema in the strict form OpenAI requires (closed objects, all required).
+
+    Cached per model class and shared (do not change it): every request of a tier sends the same one,
+    and pydantic building it again each time was 3.6% of a worker's busy time (docs/benchmarks.md)."""
     schema = model.model_json_schema()
 
     def close(node: Any) -> None:
