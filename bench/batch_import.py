@@ -131,13 +131,15 @@ def run(mode: str, n: int, wait: float, llama_port: int, endpoint: str, redis_ur
 
 def _asked(database_url: str, key_of: dict[int, str]) -> list[tuple[str, tuple[str, ...]]]:
     """Each request docsort made (purpose and document keys), in order: how the mode packed them."""
-    from sqlalchemy import create_engine
     from sqlmodel import Session, col, select
 
+    from store.db import make_engine
     from store.models import ModelRequest
 
-    with Session(create_engine(database_url)) as session:
+    engine = make_engine(database_url)
+    with Session(engine) as session:
         rows = session.exec(select(ModelRequest).order_by(col(ModelRequest.created_at))).all()
+    engine.dispose()
     return [(r.purpose, tuple(key_of.get(i, str(i)) for i in r.doc_ids)) for r in rows]
 
 

@@ -116,10 +116,11 @@ class LLMRunner:
                 decisions.append(self._decide(doc.id, answers.get(doc.id), attempts[doc.id]))
         return decisions
 
-    def prepare(self, docs: list[DocIn], alone: bool = False, attempt: int = 0) -> list[Prepared]:
-        """The first pass's requests for docs, packed as the tier packs them (a batch's lines, say); alone:
-        each document in a request of its own, as re-asks are; attempt: how many times asked before."""
+    def prepare(self, docs: list[DocIn], attempt: int = 0) -> list[Prepared]:
+        """The requests for docs, packed as the tier packs them (a batch's lines, say); attempt: how many
+        times they were asked before (after the first, each document alone, as re-asks are)."""
         tier = self.model.tier
+        alone = attempt > 0
         batches = pack(
             docs,
             self.tokenizer,
@@ -197,7 +198,7 @@ class LLMRunner:
         except InvalidAnswer as exc:  # the whole answer was unusable (a truncated body): each again
             ledger.failed(request, exc)
             for packed in batch:
-                attempts[packed.doc.id].append(self._failed(packed, exc, request.id))
+                attempts[packed.doc.id].append(self.failed_attempt(packed, exc, request.id))
             return batch
         except ModelError as exc:
             ledger.failed(request, exc)
@@ -257,10 +258,6 @@ class LLMRunner:
             attempts[p.doc.id].append(record)
             records.append(record)
         return missing, records, total
-
-    def failed_attempt(self, packed: Packed, exc: Exception, request_id: str) -> AttemptRecord:
-        """The attempt of a document whose whole answer was unusable (a batch line, say)."""
-        return self._failed(packed, exc, request_id)
 
     def decide(self, doc_id: int, answer: Answer | None, attempts: list[AttemptRecord]) -> Decision:
         """A document's decision from its answer (if any) and attempts."""
@@ -357,7 +354,8 @@ class LLMRunner:
             return Outcome.accepted
         return unsure(self.is_last)
 
-    def _failed(self, packed: Packed, exc: Exception, request_id: str) -> AttemptRecord:
+    def failed_attempt(self, packed: Packed, exc: Exception, request_id: str) -> AttemptRecord:
+        """The attempt of a document whose whole answer was unusable (a truncated body, a batch line)."""
         tier = self.model.tier
         return AttemptRecord(
             doc_id=packed.doc.id,

@@ -102,8 +102,9 @@ def upstream_body(state: State, body: dict[str, Any]) -> dict[str, Any]:
 
 def ask_upstream(state: State, body: dict[str, Any]) -> httpx.Response:
     """A chat request answered upstream, logged as the hash of what was asked and the answer."""
-    response = httpx.post(f"{state.upstream}/chat/completions", json=upstream_body(state, body), timeout=600)
-    asked = hashlib.sha256(json.dumps(upstream_body(state, body), sort_keys=True).encode()).hexdigest()[:12]
+    sent = upstream_body(state, body)
+    response = httpx.post(f"{state.upstream}/chat/completions", json=sent, timeout=600)
+    asked = hashlib.sha256(json.dumps(sent, sort_keys=True).encode()).hexdigest()[:12]
     answer = (response.json().get("choices") or [{}])[0].get("message", {}).get("content")
     print(json.dumps({"upstream": asked, "answer": answer}), flush=True)  # same question, same answer?
     return response

@@ -87,7 +87,7 @@ def make_shard(
     retry > 0: documents asked again, each alone in its line (after a failed, expired or invalid one)."""
     settings = runtime.settings
     runner = runner_for(runtime, taxonomy, version, tier.name)
-    prepared = runner.prepare(docs, alone=retry > 0, attempt=retry)
+    prepared = runner.prepare(docs, attempt=retry)
     with session_scope(runtime.engine) as session:
         room = None
         if tier.batch_enqueued_tokens is not None:

@@ -159,12 +159,9 @@ def ingest(task: Task[Any, Any], runtime: Runtime, shard: BatchShard, batch: Any
             synchronous += ids
     # A document is asked at most 1 + max_reasks times, as a synchronous run asks it: after that its
     # missing or broken answer is final (escalated, or review at the last tier), not asked again.
-    exhausted = [] if shard.retry < tier.max_reasks else reask
-    if not exhausted:
-        resubmit += reask
-    decisions = [
-        runner.decide(i, answers.get(i), attempts[i]) for i in docs if i in answers or i in exhausted
-    ]
+    final = set(reask) if shard.retry >= tier.max_reasks else set()
+    resubmit += [i for i in reask if i not in final]
+    decisions = [runner.decide(i, answers.get(i), attempts[i]) for i in docs if i in answers or i in final]
     token = shards.token(shard)
     escalate_by_batch = tier.batch_escalation == "batch"
     record_decisions(
