@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,7 @@ def in_process(
     )
     return {
         "texts": len(first),
+        "gated_share": float(np.mean([p.gated for p in predictions])) if first else 0.0,
         "local_share": sum(sure) / len(first) if first else 0.0,
         "local_accuracy": float(np.mean(answered)) if answered else None,
         "pipeline_agrees": same / len(first) if first else None,
@@ -153,18 +154,28 @@ def reference(dataset: str) -> dict[str, Any]:
     """
     load_ = workload(dataset)
     model = train([t for t, _ in load_.train], [y for _, y in load_.train], TrainParams(features="auto"))
-    out: dict[str, Any] = {"dataset": dataset, "protocol": load_.protocol, "features": model.features.kind}
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "protocol": load_.protocol,
+        "features": model.features.kind,
+        "gate": model.metrics.get("gate"),
+    }
     for name, texts in (
         ("bare", [t for t, _ in load_.stream]),
         ("suffixed", [document(load_, i)["text"] for i in range(len(load_.stream))]),
     ):
-        predictions = model.predict(texts)
-        sure = [p.confidence >= model.threshold for p in predictions]
-        right = [p.label == y for p, s, (_, y) in zip(predictions, sure, load_.stream, strict=True) if s]
-        out[name] = {
-            "local_share": float(np.mean(sure)),
-            "local_accuracy": float(np.mean(right)) if right else None,
-        }
+        for gated, used in (("", model), ("_without_gate", replace(model, gate=None))):
+            started = time.perf_counter()
+            predictions = used.predict(texts)
+            seconds = time.perf_counter() - started
+            sure = [p.confidence >= model.threshold for p in predictions]
+            right = [p.label == y for p, s, (_, y) in zip(predictions, sure, load_.stream, strict=True) if s]
+            out[name + gated] = {
+                "local_share": float(np.mean(sure)),
+                "local_accuracy": float(np.mean(right)) if right else None,
+                "gated_share": float(np.mean([p.gated for p in predictions])),
+                "docs_per_s": round(len(texts) / seconds, 1),
+            }
     return out
 
 

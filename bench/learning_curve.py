@@ -143,6 +143,7 @@ def curve(name: str, features: str, args: argparse.Namespace, tokenizer: Tokeniz
         target_accuracy=args.target or args.large_accuracy,
         embed_backend=args.embed_backend,
         embed_max_tokens=args.embed_max_tokens,
+        gate=args.gate,
     )
     cache: dict[str, np.ndarray] = {}
     folds = folds_of(rows)
@@ -275,6 +276,9 @@ def main() -> None:
     parser.add_argument("--embed-backend", default="onnx", choices=["onnx", "torch", "static"])
     parser.add_argument("--embed-max-tokens", type=int, default=128, help="Tokens a text is cut to")
     parser.add_argument("--throughput-dataset", default="ag_news_test", help="Texts --throughput embeds")
+    parser.add_argument(
+        "--no-gate", dest="gate", action="store_false", help="No TF-IDF gate (as measured before session 7)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.throughput:

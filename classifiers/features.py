@@ -55,11 +55,13 @@ class Features:
                     step.stop_words_ = None  # pruned terms, only for introspection; big when pickled
         return self
 
-    def transform(self, texts: Sequence[str], cache: dict[str, np.ndarray] | None = None) -> csr_matrix:
-        """One row of features per text."""
+    def transform(
+        self, texts: Sequence[str], cache: dict[str, np.ndarray] | None = None, tfidf: Any = None
+    ) -> csr_matrix:
+        """One row of features per text (tfidf: the texts' n-gram rows, already transformed)."""
         blocks = []
         if "tfidf" in self.kind:
-            blocks.append(self.vectorizer.transform(texts))
+            blocks.append(self.vectorizer.transform(texts) if tfidf is None else tfidf)
         if "embeddings" in self.kind:
             vectors = self.embed(texts, {} if cache is None else cache)
             blocks.append(csr_matrix(vectors * self.embed_scale if self.embed_scale != 1.0 else vectors))

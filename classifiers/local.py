@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix, vstack
 
-from classifiers import calibration, embeddings, linear
+from classifiers import calibration, embeddings, gate, linear
 from classifiers.calibration import Calibrator
 from classifiers.features import FEATURES, Features
 from classifiers.linear import Label, Linear, as_label, decide, fit_multi, fit_single
@@ -92,6 +92,7 @@ class TrainParams:
     label_prior: bool = True
     embed_backend: str = "onnx"
     embed_max_tokens: int = 128
+    gate: bool = True  # the TF-IDF candidate answers first where it may (classifiers/gate.py)
     seed: int = 0
 
     @classmethod
@@ -105,6 +106,7 @@ class TrainParams:
             z=local.confidence_z,
             embed_backend=local.embed_backend,
             embed_max_tokens=local.embed_max_tokens,
+            gate=local.gate,
         )
 
 
@@ -116,6 +118,7 @@ class Prediction:
     raw: float
     confidence: float
     labels: tuple[str, ...] | None = None
+    gated: bool = False  # answered by the model's gate, without embeddings
 
     @property
     def answer(self) -> Label:
@@ -160,6 +163,9 @@ class LocalClassifier:
     threshold: float
     metrics: dict[str, Any] = field(default_factory=dict)
     multi_label: bool = False
+    # A cheaper model answering first where it is sure (classifiers/gate.py); None in older files.
+    gate: LocalClassifier | None = None
+    gate_threshold: float = NEVER
 
     @classmethod
     def from_folds(
@@ -185,11 +191,28 @@ class LocalClassifier:
         return linear.proba(Linear(self.classes, self.coef, self.intercept), x, self.multi_label)
 
     def predict(self, texts: Sequence[str], cache: dict[str, np.ndarray] | None = None) -> list[Prediction]:
-        """The answer for each text with its raw and calibrated confidence."""
+        """The answer for each text with its raw and calibrated confidence (the gate's where it is sure)."""
         if not texts:
             return []
-        probabilities = self.proba(self.features.transform(texts, cache))
-        answers, raws = decide(probabilities, self.classes, self.multi_label)
+        if self.gate is None:
+            return self.answers(self.features.transform(texts, cache))
+        ngrams = self.gate.features.transform(texts)
+        out: list[Prediction | None] = [
+            replace(p, gated=True) if p.confidence >= self.gate_threshold else None
+            for p in self.gate.answers(ngrams)
+        ]
+        rest = [i for i, p in enumerate(out) if p is None]
+        if rest:
+            # The gate's n-grams are this model's own where both were fitted on the same texts.
+            shared = ngrams[rest] if self.gate.features.vectorizer is self.features.vectorizer else None
+            x = self.features.transform([texts[i] for i in rest], cache, tfidf=shared)
+            for i, p in zip(rest, self.answers(x), strict=True):
+                out[i] = p
+        return [p for p in out if p is not None]
+
+    def answers(self, x: csr_matrix) -> list[Prediction]:
+        """The answer for each row of features with its raw and calibrated confidence."""
+        answers, raws = decide(self.proba(x), self.classes, self.multi_label)
         return [
             Prediction(
                 None if isinstance(a, tuple) else a,
@@ -358,6 +381,8 @@ def train(
     prior_labels = sorted(names) if params.label_prior and not multi_label else []
     prior_y = np.asarray(prior_labels, dtype=object)
     accuracy: dict[str, float] = {}
+    scores: dict[str, gate.Scores] = {}  # each candidate's, for the gate's threshold
+    trained: dict[str, LocalClassifier] = {}
     coverage: dict[str, float] = {}
     best: tuple[LocalClassifier, list[Prediction], list[bool], Selection] | None = None
     # One BLAS thread: L-BFGS's small vector steps ran 10x slower with two on a busy 2-core machine.
@@ -373,7 +398,14 @@ def train(
                 layers, raw, correct, seen = _cross_fit(x, y, params, multi_label, prior)
                 oof = Scored(raw, correct, split.fit_person[seen])
                 chosen = _calibrated(features, layers, oof, split, params, teacher, cache, multi_label)
-                model = chosen[0]
+                model = trained[features.name] = chosen[0]
+                scores[features.name] = gate.Scores(
+                    seen,
+                    np.asarray([model.calibrator(float(r)) for r in raw]),
+                    correct,
+                    np.asarray([p.confidence for p in chosen[1]]),
+                    np.asarray(chosen[2], dtype=bool),
+                )
                 accuracy[features.name] = float(correct.mean()) if len(correct) else 0.0
                 coverage[features.name] = model.metrics["pooled_coverage"]
                 # The most answered under the threshold rule, then the most accurate; ties: the earlier.
@@ -385,6 +417,14 @@ def train(
     assert best is not None
     model, held, held_ok, selection = best
     features = model.features
+    gated: dict[str, Any] | None = None
+    if params.gate and "embeddings" in features.kind and "tfidf" in trained:
+        gated = gate.attach(
+            model, trained["tfidf"], scores["tfidf"], scores[features.name], params.min_support
+        )
+        if model.gate is not None:  # the held-out answers as the gated model gives them
+            held = model.predict(split.hold_t, cache)
+            held_ok = [p.answer == t for p, t in zip(held, split.hold_y, strict=True)]
     answered = [ok for p, ok in zip(held, held_ok, strict=True) if p.confidence >= model.threshold]
     model.metrics = {
         "features": features.kind,
@@ -407,5 +447,6 @@ def train(
             selection, [o for _, o in latest.values()], teacher, params.target_accuracy
         ),
         "train_seconds": round(time.monotonic() - started, 3),
+        "gate": gated,
     }
     return model

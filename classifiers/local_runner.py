@@ -86,7 +86,8 @@ class LocalRunner:
                 labels=labels,
                 confidence=p.confidence,
                 raw_confidence=p.raw,
-                confidence_method="local_proba",
+                # The gate's answers are told apart: what the operator sees the embeddings saved.
+                confidence_method="local_gate_proba" if p.gated else "local_proba",
             )
             decisions.append(
                 Decision(

@@ -121,6 +121,11 @@ class LocalSettings(BaseModel):
         "onnx", description="static: ~70x faster, a few points less accurate (docs/benchmarks.md)"
     )
     embed_max_tokens: int = Field(128, ge=16, le=512)
+    gate: bool = Field(
+        True,
+        description="An embedding model answers with its TF-IDF candidate first where that errs no more "
+        "on the scored labels (classifiers/gate.py): those texts are never embedded",
+    )
     embed_threads: int = Field(
         0,
         ge=0,
