@@ -33,7 +33,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # No pre-ping: it is a round trip before every transaction (18% of the worker's database time in
+    # a profile, docs/benchmarks.md). A connection that died with the server fails its statement once
+    # instead (OperationalError: the task is retried, the API answers 503) and SQLAlchemy then drops
+    # every pooled connection made before it.
+    return create_engine(url, pool_size=10, max_overflow=20, **kwargs)
 
 
 def alembic_config(url: str) -> Config:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import update
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import text, update
 from sqlmodel import col, select
 
 from classifiers.costs import Usage
@@ -314,4 +316,22 @@ def test_the_review_queue_pages_least_confident_first_none_first(database_url: s
         oldest = console.review_queue(session=session, limit=10)
     assert pages == [[ids[0], ids[2]], [ids[3], ids[4]], [ids[1]]]
     assert [d.id for d in oldest.documents] == [ids[0], ids[1], ids[2], ids[3], ids[4]]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_fails_once_then_the_pool_reconnects(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    engine = make_engine(database_url)  # no pre-ping: store/db.py says why
+    with session_scope(engine) as session:
+        pid = session.exec(text("SELECT pg_backend_pid()")).one()[0]  # type: ignore[call-overload]
+    admin = make_engine(database_url)
+    with session_scope(admin) as session:  # as a server restart or failover would
+        session.exec(text(f"SELECT pg_terminate_backend({int(pid)})"))  # type: ignore[call-overload]
+    admin.dispose()
+    with pytest.raises(sqlalchemy.exc.OperationalError), session_scope(engine) as session:
+        session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    with session_scope(engine) as session:  # the dead connection was dropped from the pool
+        assert session.exec(text("SELECT 1")).one()[0] == 1  # type: ignore[call-overload]
     engine.dispose()

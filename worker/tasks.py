@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Task
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from classifiers.decision import Decision, reused
 from classifiers.packing import DocIn
@@ -72,10 +73,14 @@ def dispatch(self: Task[Any, Any], tier: str) -> int:
     return len(ids)
 
 
-def _prior(runtime: Runtime, ids: list[int], tier: str) -> dict[int, Decision]:
+def _prior(
+    runtime: Runtime, ids: list[int], tier: str, session: Session | None = None
+) -> dict[int, Decision]:
     """Decisions already paid for at tier (answers recorded by an earlier delivery of the task)."""
-    with session_scope(runtime.engine) as session:
-        rows = requests.answered_attempts(session=session, doc_ids=ids, tier=tier)
+    if session is None:
+        with session_scope(runtime.engine) as own:
+            return _prior(runtime, ids, tier, own)
+    rows = requests.answered_attempts(session=session, doc_ids=ids, tier=tier)
     return {doc_id: reused(attempt) for doc_id, attempt in rows.items()}
 
 
@@ -89,11 +94,11 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
     settings = runtime.settings
     args = BatchArgs(tier=tier, ids=ids)
     token = str(self.request.id or uuid.uuid4().hex)
-    with session_scope(runtime.engine) as session:
+    with session_scope(runtime.engine) as session:  # one transaction: each costs a commit
         docs = lifecycle.claim(session=session, ids=args.ids, tier=args.tier, token=token)
+        decided = _prior(runtime, [d.id for d in docs], args.tier, session) if docs else {}
     if not docs:
         return {"tier": args.tier, "claimed": 0}
-    decided = _prior(runtime, [d.id for d in docs], args.tier)
     by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
     for doc in docs:
         if doc.id not in decided:
