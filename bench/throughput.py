@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--per-post", type=int, default=500, help="documents per POST")
     parser.add_argument("--batch-size", type=int, default=16, help="documents per model request")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--requests-per-task", type=int, default=None, help="worker.requests_per_task (default: the setting's)"
+    )
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument(
         "--cascade",
@@ -257,7 +260,10 @@ def main() -> None:
             redis_url=redis_url,
             models=[local_tier(), *llm_tiers] if loads else llm_tiers,
             worker=WorkerSettings(
-                concurrency=args.concurrency, flush_interval_s=0.2, max_batches_per_dispatch=100
+                concurrency=args.concurrency,
+                flush_interval_s=0.2,
+                max_batches_per_dispatch=100,
+                **({"requests_per_task": args.requests_per_task} if args.requests_per_task else {}),
             ),
             # The instant tiers answer the first label whatever the text: learning from them, or
             # auditing the local tier against them, would retrain on or set aside a good model mid-run.
@@ -281,6 +287,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "per_post": args.per_post,
         "concurrency": args.concurrency,
+        "requests_per_task": settings.worker.requests_per_task,
         "load_average_end": os.getloadavg()[0],
         "baseline_noop": base,
         "docsort": result,

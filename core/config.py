@@ -60,6 +60,13 @@ class WorkerSettings(BaseModel):
     requeue_after_s: float = Field(60.0, gt=0, description="Waiting at an idle tier this long: re-sent")
     reconcile_every_s: float = Field(30.0, gt=0)
     max_batches_per_dispatch: int = 200
+    requests_per_task: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Documents per classify task, in requests of the tier's batch_size: a task's claim, "
+        "record and hand-over are paid once for them (docs/benchmarks.md); its requests go one by one",
+    )
 
 
 class S3Settings(BaseModel):

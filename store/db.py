@@ -12,16 +12,26 @@ from alembic.config import Config
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
+from store import sqlite_writers
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for url; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[-1] if "///" in url else ""  # "sqlite://": in memory
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        connect_args: dict[str, Any] = {
+            "check_same_thread": False,
+            "timeout": 30,
+            **kwargs.pop("connect_args", {}),
+        }
+        if path and path != ":memory:" and not path.startswith("file:"):
+            connect_args["factory"] = sqlite_writers.factory(path)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        sqlite_writers.install(engine)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

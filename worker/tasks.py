@@ -38,12 +38,19 @@ class BatchArgs(BaseModel):
     """Arguments of classify_batch: a tier and document ids, never text (Flower shows them)."""
 
     tier: str
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[int] = Field(min_length=1, max_length=1024)
 
 
 def send_batches(task: Task[Any, Any], tier: str, ids: list[int], alone: bool = False) -> None:
-    """Hand ids to classify_batch at tier in batches of the tier's size (alone: to be asked one by one)."""
-    size = runtime_of(task).settings.tier(tier).batch_size
+    """Hand ids to classify_batch at tier, up to worker.requests_per_task requests' worth per task (alone:
+    a request's worth, to be asked one by one).
+
+    A few documents still go out a request's worth per task, so that every worker process gets some.
+    """
+    settings = runtime_of(task).settings
+    batch = settings.tier(tier).batch_size
+    spread = len(ids) // (batch * settings.worker.concurrency)
+    size = batch * (1 if alone else max(1, min(settings.worker.requests_per_task, spread)))
     for start in range(0, len(ids), size):
         messaging.send(
             task.app,
