@@ -209,7 +209,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="documents per model request")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
-        "--requests-per-task", type=int, default=None, help="worker.requests_per_task (default: the setting's)"
+        "--requests-per-task",
+        type=int,
+        default=None,
+        help="worker.requests_per_task (default: the setting's)",
     )
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument(
