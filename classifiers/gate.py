@@ -15,14 +15,11 @@ right) and the runner's threshold check holds unchanged. If no threshold passes,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from classifiers.selective import NEVER
-
-if TYPE_CHECKING:
-    from classifiers.local import LocalClassifier
 
 
 @dataclass(frozen=True)
@@ -97,23 +94,7 @@ def choose_between(gate: Scores, model: Scores, *, floor: float, min_support: in
     return choose(confidence, gate_right, model_right, floor=floor, min_support=min_support)
 
 
-def attach(
-    model: LocalClassifier, cheap: LocalClassifier, cheap_scores: Scores, scores: Scores, min_support: int
-) -> dict[str, Any]:
-    """Give model the cheap candidate as its gate where a threshold passes (see the module docstring)."""
-    choice = choose_between(cheap_scores, scores, floor=model.threshold, min_support=min_support)
-    metrics = {"features": cheap.features.name, **choice.metrics}
-    if choice.threshold >= NEVER:
-        return metrics
-    if model.features.vectorizer is not None and _same_ngrams(
-        model.features.vectorizer, cheap.features.vectorizer
-    ):
-        cheap.features.vectorizer = model.features.vectorizer  # one copy in the file, one transform per text
-    model.gate, model.gate_threshold = cheap, choice.threshold
-    return metrics
-
-
-def _same_ngrams(a: Any, b: Any) -> bool:
+def same_ngrams(a: Any, b: Any) -> bool:
     """Whether two fitted n-gram unions map every text alike (the same vocabularies and weights)."""
     pairs = zip(a.transformer_list, b.transformer_list, strict=True)
     return all(x.vocabulary_ == y.vocabulary_ and np.array_equal(x.idf_, y.idf_) for (_, x), (_, y) in pairs)

@@ -7,11 +7,13 @@ its raw confidence the probability of exactly that set.
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, vstack
 
 Label = str | tuple[str, ...]  # a single-label answer, or a multi-label one as a sorted tuple
 
@@ -77,3 +79,51 @@ def fit_multi(x: csr_matrix, y: np.ndarray, names: list[str], c: float) -> Linea
             rate = (positives + 0.5) / (len(y) + 1)
             intercept[j] = np.log(rate / (1 - rate))
     return Linear(names, coef, intercept)
+
+
+def cross_fit(
+    x: csr_matrix,
+    y: np.ndarray,
+    n_folds: int,
+    c: float,
+    seed: int,
+    multi_label: bool,
+    prior: tuple[csr_matrix, np.ndarray] | None = None,
+) -> tuple[list[Linear], np.ndarray, np.ndarray, np.ndarray]:
+    """One layer per fold, and each label's raw confidence and correctness from the layer without it.
+
+    Also which labels got an answer (seen): a fold whose training side has one class is skipped.
+
+    prior: extra examples (the label names) on every fold's training side; never scored.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    folds = max(2, min(n_folds, len(y)))
+    raw = np.full(len(y), np.nan)
+    correct = np.zeros(len(y), dtype=bool)
+    stratify = not multi_label and max(Counter(y.tolist()).values()) >= folds
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=seed)
+        if stratify
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
+    names = sorted({name for labels in y for name in labels}) if multi_label else []
+    layers = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes: fewer members than folds is expected here
+        for fit_idx, test_idx in splitter.split(x, y if stratify else None):
+            fit_x, fit_y = x[fit_idx], y[fit_idx]
+            if prior is not None:
+                fit_x, fit_y = vstack([fit_x, prior[0]]).tocsr(), np.concatenate([fit_y, prior[1]])
+            if multi_label:
+                layer = fit_multi(fit_x, fit_y, names, c)
+            elif len(set(fit_y.tolist())) >= 2:
+                layer = fit_single(fit_x, fit_y, c)
+            else:
+                continue
+            answers, raws = decide(proba(layer, x[test_idx], multi_label), layer.classes, multi_label)
+            raw[test_idx] = raws
+            correct[test_idx] = [a == t for a, t in zip(answers, y[test_idx], strict=True)]
+            layers.append(layer)
+    seen = ~np.isnan(raw)
+    return layers, raw[seen], correct[seen], seen

@@ -31,20 +31,18 @@ import hashlib
 import os
 import time
 import uuid
-import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix, vstack
+from scipy.sparse import csr_matrix
 
 from classifiers import calibration, embeddings, gate, linear
 from classifiers.calibration import Calibrator
 from classifiers.features import FEATURES, Features
-from classifiers.linear import Label, Linear, as_label, decide, fit_multi, fit_single
+from classifiers.linear import Label, Linear, as_label, decide
 from classifiers.selective import (
     NEVER,
     Scored,
@@ -252,52 +250,6 @@ class LocalClassifier:
         return model
 
 
-def _cross_fit(
-    x: csr_matrix,
-    y: np.ndarray,
-    params: TrainParams,
-    multi_label: bool,
-    prior: tuple[csr_matrix, np.ndarray] | None = None,
-) -> tuple[list[Linear], np.ndarray, np.ndarray, np.ndarray]:
-    """One layer per fold, and each label's raw confidence and correctness from the layer without it.
-
-    Also which labels got an answer (seen): a fold whose training side has one class is skipped.
-
-    prior: extra examples (the label names) on every fold's training side; never scored.
-    """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    folds = max(2, min(params.folds, len(y)))
-    raw = np.full(len(y), np.nan)
-    correct = np.zeros(len(y), dtype=bool)
-    stratify = not multi_label and max(Counter(y.tolist()).values()) >= folds
-    splitter = (
-        StratifiedKFold(folds, shuffle=True, random_state=params.seed)
-        if stratify
-        else KFold(folds, shuffle=True, random_state=params.seed)
-    )
-    names = sorted({name for labels in y for name in labels}) if multi_label else []
-    layers = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rare classes: fewer members than folds is expected here
-        for fit_idx, test_idx in splitter.split(x, y if stratify else None):
-            fit_x, fit_y = x[fit_idx], y[fit_idx]
-            if prior is not None:
-                fit_x, fit_y = vstack([fit_x, prior[0]]).tocsr(), np.concatenate([fit_y, prior[1]])
-            if multi_label:
-                layer = fit_multi(fit_x, fit_y, names, params.c)
-            elif len(set(fit_y.tolist())) >= 2:
-                layer = fit_single(fit_x, fit_y, params.c)
-            else:
-                continue
-            answers, raws = decide(linear.proba(layer, x[test_idx], multi_label), layer.classes, multi_label)
-            raw[test_idx] = raws
-            correct[test_idx] = [a == t for a, t in zip(answers, y[test_idx], strict=True)]
-            layers.append(layer)
-    seen = ~np.isnan(raw)
-    return layers, raw[seen], correct[seen], seen
-
-
 @dataclass
 class _Split:
     """Whether a person gave each training label; the held-out texts, their labels, and the same."""
@@ -395,7 +347,9 @@ def train(
                 prior = None
                 if prior_labels:
                     prior = (features.transform([label_text(c) for c in prior_labels], cache), prior_y)
-                layers, raw, correct, seen = _cross_fit(x, y, params, multi_label, prior)
+                layers, raw, correct, seen = linear.cross_fit(
+                    x, y, params.folds, params.c, params.seed, multi_label, prior
+                )
                 oof = Scored(raw, correct, split.fit_person[seen])
                 chosen = _calibrated(features, layers, oof, split, params, teacher, cache, multi_label)
                 model = trained[features.name] = chosen[0]
@@ -419,7 +373,7 @@ def train(
     features = model.features
     gated: dict[str, Any] | None = None
     if params.gate and "embeddings" in features.kind and "tfidf" in trained:
-        gated = gate.attach(
+        gated = _attach_gate(
             model, trained["tfidf"], scores["tfidf"], scores[features.name], params.min_support
         )
         if model.gate is not None:  # the held-out answers as the gated model gives them
@@ -450,3 +404,23 @@ def train(
         "gate": gated,
     }
     return model
+
+
+def _attach_gate(
+    model: LocalClassifier,
+    cheap: LocalClassifier,
+    cheap_scores: gate.Scores,
+    scores: gate.Scores,
+    min_support: int,
+) -> dict[str, Any]:
+    """Give model the cheap candidate as its gate where a threshold passes (classifiers/gate.py)."""
+    choice = gate.choose_between(cheap_scores, scores, floor=model.threshold, min_support=min_support)
+    metrics = {"features": cheap.features.name, **choice.metrics}
+    if choice.threshold >= NEVER:
+        return metrics
+    if model.features.vectorizer is not None and gate.same_ngrams(
+        model.features.vectorizer, cheap.features.vectorizer
+    ):
+        cheap.features.vectorizer = model.features.vectorizer  # one copy in the file, one transform per text
+    model.gate, model.gate_threshold = cheap, choice.threshold
+    return metrics
