@@ -320,9 +320,8 @@ def test_the_review_queue_pages_least_confident_first_none_first(database_url: s
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite has no server to drop it
 def test_a_connection_the_server_dropped_fails_once_then_the_pool_reconnects(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to drop a connection")
     engine = make_engine(database_url)  # no pre-ping: store/db.py says why
     with session_scope(engine) as session:
         pid = session.exec(text("SELECT pg_backend_pid()")).one()[0]  # type: ignore[call-overload]
