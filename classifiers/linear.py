@@ -89,8 +89,8 @@ def cross_fit(
     seed: int,
     multi_label: bool,
     prior: tuple[csr_matrix, np.ndarray] | None = None,
-) -> tuple[list[Linear], np.ndarray, np.ndarray, np.ndarray]:
-    """One layer per fold, and each label's raw confidence and correctness from the layer without it.
+) -> tuple[list[Linear], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One layer per fold, and each label's raw confidence, correctness and answer from the layer without it.
 
     Also which labels got an answer (seen): a fold whose training side has one class is skipped.
 
@@ -101,6 +101,7 @@ def cross_fit(
     folds = max(2, min(n_folds, len(y)))
     raw = np.full(len(y), np.nan)
     correct = np.zeros(len(y), dtype=bool)
+    answer = np.empty(len(y), dtype=object)
     stratify = not multi_label and max(Counter(y.tolist()).values()) >= folds
     splitter = (
         StratifiedKFold(folds, shuffle=True, random_state=seed)
@@ -123,7 +124,8 @@ def cross_fit(
                 continue
             answers, raws = decide(proba(layer, x[test_idx], multi_label), layer.classes, multi_label)
             raw[test_idx] = raws
+            answer[test_idx] = answers
             correct[test_idx] = [a == t for a, t in zip(answers, y[test_idx], strict=True)]
             layers.append(layer)
     seen = ~np.isnan(raw)
-    return layers, raw[seen], correct[seen], seen
+    return layers, raw[seen], correct[seen], seen, answer[seen]

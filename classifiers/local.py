@@ -347,18 +347,22 @@ def train(
                 prior = None
                 if prior_labels:
                     prior = (features.transform([label_text(c) for c in prior_labels], cache), prior_y)
-                layers, raw, correct, seen = linear.cross_fit(
+                layers, raw, correct, seen, answers = linear.cross_fit(
                     x, y, params.folds, params.c, params.seed, multi_label, prior
                 )
                 oof = Scored(raw, correct, split.fit_person[seen])
                 chosen = _calibrated(features, layers, oof, split, params, teacher, cache, multi_label)
                 model = trained[features.name] = chosen[0]
+                held_answers = np.empty(len(chosen[1]), dtype=object)
+                held_answers[:] = [p.answer for p in chosen[1]]  # one by one: tuples stay elements
                 scores[features.name] = gate.Scores(
                     seen,
                     np.asarray([model.calibrator(float(r)) for r in raw]),
                     correct,
                     np.asarray([p.confidence for p in chosen[1]]),
                     np.asarray(chosen[2], dtype=bool),
+                    answers,
+                    held_answers,
                 )
                 accuracy[features.name] = float(correct.mean()) if len(correct) else 0.0
                 coverage[features.name] = model.metrics["pooled_coverage"]
@@ -374,7 +378,7 @@ def train(
     gated: dict[str, Any] | None = None
     if params.gate and "embeddings" in features.kind and "tfidf" in trained:
         gated = _attach_gate(
-            model, trained["tfidf"], scores["tfidf"], scores[features.name], params.min_support
+            model, trained["tfidf"], scores["tfidf"], scores[features.name], params.min_support, params.z
         )
         if model.gate is not None:  # the held-out answers as the gated model gives them
             held = model.predict(split.hold_t, cache)
@@ -412,9 +416,10 @@ def _attach_gate(
     cheap_scores: gate.Scores,
     scores: gate.Scores,
     min_support: int,
+    z: float,
 ) -> dict[str, Any]:
     """Give model the cheap candidate as its gate where a threshold passes (classifiers/gate.py)."""
-    choice = gate.choose_between(cheap_scores, scores, floor=model.threshold, min_support=min_support)
+    choice = gate.choose_between(cheap_scores, scores, floor=model.threshold, min_support=min_support, z=z)
     metrics = {"features": cheap.features.name, **choice.metrics}
     if choice.threshold >= NEVER:
         return metrics

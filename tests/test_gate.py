@@ -21,40 +21,75 @@ from core.tiers import local_tier
 from tests.conftest import dataset
 
 
-def test_the_threshold_is_the_lowest_where_the_gate_errs_no_more_than_the_model() -> None:
+def test_the_threshold_is_the_lowest_where_the_gate_agrees_and_errs_no_more_than_the_model() -> None:
     # Sorted by the gate's confidence: the gate errs at the 4th and 6th labels, the model at the 5th.
     confidence = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93])
     gate_right = np.array([1, 1, 1, 0, 1, 0, 1], dtype=bool)
     model_right = np.array([1, 1, 1, 1, 0, 1, 1], dtype=bool)
-    choice = gate.choose(confidence, gate_right, model_right, floor=0.5, min_support=1)
+    agree = np.array([1, 1, 1, 0, 0, 0, 1], dtype=bool)
+    loose = {"min_support": 1, "z": 1.28, "max_disagreement": 1.0}  # errors alone decide
+    choice = gate.choose(confidence, gate_right, model_right, agree, floor=0.5, **loose)
     # Top 5: one error each; top 6: the gate's second error; top 7: still two against one.
     assert choice.threshold == 0.95
     assert choice.metrics["gate_errors"] == choice.metrics["model_errors"] == 1
+    assert choice.metrics["disagreements"] == 2
     assert choice.metrics["scored_share"] == pytest.approx(5 / 7)
     # Never below the model's own threshold, and never on fewer than min_support labels.
-    assert gate.choose(confidence, gate_right, model_right, floor=0.97, min_support=1).threshold == 0.97
-    assert gate.choose(confidence, gate_right, model_right, floor=0.5, min_support=6).threshold == NEVER
+    assert gate.choose(confidence, gate_right, model_right, agree, floor=0.97, **loose).threshold == 0.97
+    few = loose | {"min_support": 6}
+    assert gate.choose(confidence, gate_right, model_right, agree, floor=0.5, **few).threshold == NEVER
     # Equal confidences are taken together or not at all.
     tied = np.array([0.99, 0.9, 0.9, 0.8])
-    choice = gate.choose(
-        tied, np.array([1, 1, 0, 1], bool), np.array([1, 1, 1, 1], bool), floor=0, min_support=1
-    )
+    ok = np.ones(4, dtype=bool)
+    choice = gate.choose(tied, np.array([1, 1, 0, 1], bool), ok, ok, floor=0, **loose)
     assert choice.threshold == 0.99
+
+
+def test_a_gate_that_often_answers_otherwise_than_the_model_is_not_used_however_right() -> None:
+    n = 400
+    confidence = np.linspace(0.999, 0.9, n)
+    right = np.ones(n, dtype=bool)  # both always right: the labels cannot tell them apart
+    agree = np.ones(n, dtype=bool)
+    agree[::10] = False  # but they disagree on one text in ten (both right: multi-label sets, say)
+    strict = gate.choose(confidence, right, right, agree, floor=0.5, min_support=20, z=1.28)
+    assert strict.threshold == NEVER
+    agree[::10] = True
+    agree[::200] = False  # one in 200: 0.5%, under the 2% bound once enough labels back it
+    fine = gate.choose(confidence, right, right, agree, floor=0.5, min_support=20, z=1.28)
+    assert fine.threshold == pytest.approx(0.9) and fine.metrics["disagreements"] == 2
 
 
 def test_labels_only_one_candidate_scored_are_left_out() -> None:
     seen = np.array([True, False, True, True])
     model_seen = np.array([True, True, False, True])
+
+    def answers(*values: str) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
     cheap = gate.Scores(
-        seen, np.array([0.9, 0.8, 0.7]), np.array([1, 1, 1], bool), np.array([0.6]), np.array([0], bool)
+        seen,
+        np.array([0.9, 0.8, 0.7]),
+        np.array([1, 1, 1], bool),
+        np.array([0.6]),
+        np.array([0], bool),
+        answers("a", "b", "c"),
+        answers("x"),
     )
     full = gate.Scores(
-        model_seen, np.array([0.5, 0.5, 0.5]), np.array([1, 0, 1], bool), np.array([0.5]), np.array([1], bool)
+        model_seen,
+        np.array([0.5, 0.5, 0.5]),
+        np.array([1, 0, 1], bool),
+        np.array([0.5]),
+        np.array([1], bool),
+        answers("a", "z", "c"),
+        answers("y"),
     )
-    # Scored by both: training labels 0 and 3, and the held-out one; the gate errs only on the last.
-    choice = gate.choose_between(cheap, full, floor=0.0, min_support=1)
+    # Scored by both: training labels 0 and 3 (the same answers), and the held-out one, where the gate errs.
+    choice = gate.choose_between(cheap, full, floor=0.0, min_support=1, z=0.01)
     assert choice.metrics["scored"] == 3
-    assert choice.threshold == 0.7  # labels 0 and 3: no errors on either side; the held-out 0.6 is one more
+    assert choice.threshold == 0.7 and choice.metrics["disagreements"] == 0
 
 
 @pytest.mark.skipif(not embeddings.available("onnx"), reason="the `embeddings` extra is not installed")
