@@ -130,8 +130,9 @@ class LocalSettings(BaseModel):
     embed_max_tokens: int = Field(128, ge=16, le=512)
     gate: bool = Field(
         True,
-        description="An embedding model answers with its TF-IDF candidate first where that errs no more "
-        "on the scored labels (classifiers/gate.py): those texts are never embedded",
+        description="An embedding model answers with its TF-IDF candidate first where, on the scored "
+        "labels, that nearly always gave its answer and erred no more (classifiers/gate.py): those texts "
+        "are never embedded",
     )
     embed_threads: int = Field(
         0,
