@@ -334,7 +334,7 @@ def train(
     prior_y = np.asarray(prior_labels, dtype=object)
     accuracy: dict[str, float] = {}
     scores: dict[str, gate.Scores] = {}  # each candidate's, for the gate's threshold
-    trained: dict[str, LocalClassifier] = {}
+    cheap: LocalClassifier | None = None  # the TF-IDF candidate: the gate, if the winner embeds
     coverage: dict[str, float] = {}
     best: tuple[LocalClassifier, list[Prediction], list[bool], Selection] | None = None
     # One BLAS thread: L-BFGS's small vector steps ran 10x slower with two on a busy 2-core machine.
@@ -352,7 +352,9 @@ def train(
                 )
                 oof = Scored(raw, correct, split.fit_person[seen])
                 chosen = _calibrated(features, layers, oof, split, params, teacher, cache, multi_label)
-                model = trained[features.name] = chosen[0]
+                model = chosen[0]
+                if kind == "tfidf":
+                    cheap = model
                 held_answers = np.empty(len(chosen[1]), dtype=object)
                 held_answers[:] = [p.answer for p in chosen[1]]  # one by one: tuples stay elements
                 scores[features.name] = gate.Scores(
@@ -376,9 +378,9 @@ def train(
     model, held, held_ok, selection = best
     features = model.features
     gated: dict[str, Any] | None = None
-    if params.gate and "embeddings" in features.kind and "tfidf" in trained:
+    if params.gate and "embeddings" in features.kind and cheap is not None:
         gated = _attach_gate(
-            model, trained["tfidf"], scores["tfidf"], scores[features.name], params.min_support, params.z
+            model, cheap, scores[cheap.features.name], scores[features.name], params.min_support, params.z
         )
         if model.gate is not None:  # the held-out answers as the gated model gives them
             held = model.predict(split.hold_t, cache)

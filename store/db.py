@@ -21,14 +21,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for url; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] if "///" in url else ""  # "sqlite://": in memory
-        if path and path != ":memory:":
+        on_disk = bool(path) and path != ":memory:"
+        if on_disk:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         connect_args: dict[str, Any] = {
             "check_same_thread": False,
             "timeout": 30,
             **kwargs.pop("connect_args", {}),
         }
-        if path and path != ":memory:" and not path.startswith("file:"):
+        if on_disk and not path.startswith("file:"):
             connect_args["factory"] = sqlite_writers.factory(path)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         sqlite_writers.install(engine)

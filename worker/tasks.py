@@ -80,13 +80,8 @@ def dispatch(self: Task[Any, Any], tier: str) -> int:
     return len(ids)
 
 
-def _prior(
-    runtime: Runtime, ids: list[int], tier: str, session: Session | None = None
-) -> dict[int, Decision]:
+def _prior(session: Session, ids: list[int], tier: str) -> dict[int, Decision]:
     """Decisions already paid for at tier (answers recorded by an earlier delivery of the task)."""
-    if session is None:
-        with session_scope(runtime.engine) as own:
-            return _prior(runtime, ids, tier, own)
     rows = requests.answered_attempts(session=session, doc_ids=ids, tier=tier)
     return {doc_id: reused(attempt) for doc_id, attempt in rows.items()}
 
@@ -103,7 +98,7 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
     token = str(self.request.id or uuid.uuid4().hex)
     with session_scope(runtime.engine) as session:  # one transaction: each costs a commit
         docs = lifecycle.claim(session=session, ids=args.ids, tier=args.tier, token=token)
-        decided = _prior(runtime, [d.id for d in docs], args.tier, session) if docs else {}
+        decided = _prior(session, [d.id for d in docs], args.tier) if docs else {}
     if not docs:
         return {"tier": args.tier, "claimed": 0}
     by_taxonomy: dict[tuple[str, int], list[DocIn]] = defaultdict(list)
@@ -129,7 +124,8 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
         failed = f"{args.tier} unavailable after {self.request.retries} retries: {exc}"
         log.warning("tier gave up after retries: %s", exc, extra={"tier": args.tier})
     if failed is not None:  # what was answered before the error stands; the rest moves on or fails
-        decided |= _prior(runtime, [d.id for d in docs if d.id not in decided], args.tier)
+        with session_scope(runtime.engine) as session:
+            decided |= _prior(session, [d.id for d in docs if d.id not in decided], args.tier)
         rest = [d.id for d in docs if d.id not in decided]
         if give_up is Outcome.escalated:
             decided |= {i: Decision(doc_id=i, outcome=give_up, reason=failed[:300]) for i in rest}
