@@ -1,0 +1,55 @@
+"""How many documents a classify task carries (worker.requests_per_task): read off a real Redis queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import redis
+
+from core.config import WorkerSettings
+from core.messaging import tier_queue
+from tests.conftest import make_settings
+from worker.app import create_celery
+from worker.tasks import send_batches
+
+
+def _queued(url: str, queue: str) -> list[list[Any]]:
+    """The args of every message waiting on queue, oldest first (kombu pushes to the list's head)."""
+    raw = redis.Redis.from_url(url).lrange(queue, 0, -1)
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]
+
+
+def test_a_task_carries_up_to_requests_per_task_requests_worth_but_few_documents_spread(
+    tmp_path: Path, fresh_redis: str
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        fresh_redis,
+        worker=WorkerSettings(concurrency=2, requests_per_task=4),
+    )
+    batch = settings.tier("small").batch_size  # documents per request
+    task = SimpleNamespace(app=create_celery(settings))
+    queue = tier_queue("small")
+
+    def chunks(n: int, size: int) -> list[int]:
+        return [size] * (n // size) + ([n % size] if n % size else [])
+
+    n = 25 * batch + 1
+    cases = [  # ids, alone, documents per task
+        (list(range(n)), False, chunks(n, 4 * batch)),  # a backlog: four requests' worth a task
+        (list(range(5 * batch)), False, chunks(5 * batch, 2 * batch)),  # 2 each spreads 5 over 2 processes
+        (list(range(3 * batch)), False, chunks(3 * batch, batch)),  # fewer than 2 per process: one each
+        (list(range(n)), True, chunks(n, batch)),  # asked one by one: a request's worth
+    ]
+    for ids, alone, sizes in cases:
+        redis.Redis.from_url(fresh_redis).delete(queue)
+        send_batches(task, "small", ids, alone=alone)  # type: ignore[arg-type]
+        sent = _queued(fresh_redis, queue)
+        assert [len(args[1]) for args in sent] == sizes
+        assert [i for args in sent for i in args[1]] == ids  # every id once, in order
+        assert all(args[0] == "small" and (args[2:] == [True]) == alone for args in sent)
