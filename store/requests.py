@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, update
 from sqlalchemy import select as sa_select
@@ -59,6 +59,16 @@ def add(
     )
 
 
+class Settled(NamedTuple):
+    """A request as it was when an answer settled it: what its settlement of the day's spend needs."""
+
+    was: RequestState
+    taxonomy: str
+    reserved_day: date | None
+    reserve_nanousd: int
+    estimate_nanousd: int
+
+
 def answer(
     *,
     session: Session,
@@ -69,30 +79,33 @@ def answer(
     cost_nanousd: int,
     provider_request_id: str | None,
     attempts: Sequence[AttemptRecord],
-) -> RequestState | None:
-    """Record an answer and its attempts; the state it was in (None: already answered, nothing done)."""
+) -> Settled | None:
+    """Record an answer and its attempts; the request as it was (None: already answered, nothing done)."""
     c = _REQ.c
-    before = session.execute(sa_select(c.state).where(c.id == request_id)).scalar_one_or_none()
-    moved = session.execute(
-        update(_REQ)
-        .where(c.id == request_id, c.state.in_([RequestState.sent, RequestState.unanswered]))
-        .values(
-            state=RequestState.answered,
-            input_tokens=input_tokens,
-            cached_tokens=cached_tokens,
-            output_tokens=output_tokens,
-            cost_nanousd=cost_nanousd,
-            provider_request_id=provider_request_id,
-            error=None,
-            settled_at=utcnow(),
-        )
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    if attempts:
-        now = utcnow()
-        session.execute(insert(_ATTEMPT), [lifecycle.attempt_row(a, now) for a in attempts])
-    return RequestState(before) if before is not None else None
+    # One guarded UPDATE per state it may be in (sent nearly always), each returning what the books
+    # need: no read before or after (two round trips of every request on the workers' hot path).
+    for state in (RequestState.sent, RequestState.unanswered):
+        row = session.execute(
+            update(_REQ)
+            .where(c.id == request_id, c.state == state)
+            .values(
+                state=RequestState.answered,
+                input_tokens=input_tokens,
+                cached_tokens=cached_tokens,
+                output_tokens=output_tokens,
+                cost_nanousd=cost_nanousd,
+                provider_request_id=provider_request_id,
+                error=None,
+                settled_at=utcnow(),
+            )
+            .returning(c.taxonomy, c.reserved_day, c.reserve_nanousd, c.estimate_nanousd)
+        ).first()
+        if row is not None:
+            if attempts:
+                now = utcnow()
+                session.execute(insert(_ATTEMPT), [lifecycle.attempt_row(a, now) for a in attempts])
+            return Settled(state, row.taxonomy, row.reserved_day, row.reserve_nanousd, row.estimate_nanousd)
+    return None
 
 
 def fail(*, session: Session, request_id: str, error: str, unanswered: bool) -> bool:

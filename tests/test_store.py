@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy.exc
-from sqlalchemy import text, update
-from sqlmodel import col, select
+from sqlalchemy import Engine, func, text, update
+from sqlmodel import Session, col, select
 
 from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, Decision, PlannedRequest
+from core.config import WorkerSettings
 from core.taxonomy_spec import default_taxonomy
 from core.vocab import Outcome, RequestState, Status
 from store import documents, lifecycle, reports, requests, spend, taxonomies
 from store.db import make_engine, migrate, session_scope
 from store.models import Document, DocumentCreate, utcnow
+from tests.conftest import make_settings
+from worker.books import DatabaseLedger
+
+T = TypeVar("T")
 
 
 def attempt(doc_id: int, label: str | None, outcome: Outcome, cost: int = 1000) -> AttemptRecord:
@@ -107,6 +117,44 @@ def test_claim_record_once_and_escalate(database_url: str) -> None:
     engine.dispose()
 
 
+def test_a_text_stored_before_or_twice_in_a_request_is_one_row_even_from_two_writers_at_once(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+
+    def store(session: Session, texts: list[str]) -> list[tuple[documents.Stored, bool]]:
+        tax = taxonomies.get_taxonomy(session=session, name=default_taxonomy().name)
+        items = [DocumentCreate(text=t) for t in texts]
+        return documents.create_documents(session=session, items=items, taxonomy=tax, first_tier="small")
+
+    with session_scope(engine) as session:
+        taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+    with session_scope(engine) as session:
+        first = store(session, ["a", "b"])
+    with session_scope(engine) as session:
+        again = store(session, ["b", "c", "c", "a"])
+    assert [new for _, new in again] == [False, True, False, False]
+    assert [s.id for s, _ in again] == [first[1][0].id, again[1][0].id, again[1][0].id, first[0][0].id]
+    # A second writer storing the same text while the first has not committed waits for it, then
+    # gets its row (no IntegrityError, no second row).
+    with ThreadPoolExecutor(1) as pool, session_scope(engine) as session:
+        mine = store(session, ["d"])
+        theirs = pool.submit(lambda: _in_new_session(engine, store, ["e", "d"]))
+        time.sleep(0.5)
+        assert not theirs.done()  # waiting for this transaction
+    other = theirs.result(timeout=30)
+    assert [new for _, new in other] == [True, False]
+    assert other[1][0].id == mine[0][0].id
+    with session_scope(engine) as session:
+        assert session.exec(select(func.count()).select_from(Document)).one() == 5
+
+
+def _in_new_session(engine: Engine, fn: Callable[[Session, list[str]], T], texts: list[str]) -> T:
+    with session_scope(engine) as session:
+        return fn(session, texts)
+
+
 def test_a_dead_tasks_claim_expires_a_live_one_is_renewed(database_url: str) -> None:
     migrate(database_url)
     engine = make_engine(database_url)
@@ -138,6 +186,39 @@ def test_a_dead_tasks_claim_expires_a_live_one_is_renewed(database_url: str) -> 
     engine.dispose()
 
 
+def test_a_tasks_ledger_renews_its_claims_only_once_half_the_lease_grace_has_passed(
+    database_url: str, tmp_path: Path
+) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    settings = make_settings(tmp_path, database_url, "", worker=WorkerSettings(lease_grace_s=30))
+    hour_ago = utcnow() - timedelta(hours=1)
+    with session_scope(engine) as session:
+        tax = taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+        docs = documents.create_documents(
+            session=session, items=[DocumentCreate(text="renew")], taxonomy=tax, first_tier="small"
+        )
+        ids = [d.id for d, _ in docs]
+        lifecycle.claim(session=session, ids=ids, tier="small", token="t")
+
+    def claimed_at_after_a_request(renewed_at: float) -> datetime:
+        with session_scope(engine) as session:  # as if claimed an hour ago, to see whether it moves
+            session.execute(update(Document).where(col(Document.id).in_(ids)).values(claimed_at=hour_ago))
+        ledger = DatabaseLedger(engine, settings, taxonomy=tax.name, claim_token="t", renewed_at=renewed_at)
+        request = PlannedRequest(uuid.uuid4().hex, "small", "m", "classify", tuple(ids), 1, 1, 0, 0)
+        ledger.before(request)
+        with session_scope(engine) as session:
+            at = documents.get_document(session=session, document_id=ids[0]).claimed_at
+        assert at is not None
+        return at.replace(tzinfo=None)
+
+    naive_hour_ago = hour_ago.replace(tzinfo=None)
+    assert claimed_at_after_a_request(time.monotonic()) == naive_hour_ago  # renewed just now: not again
+    assert claimed_at_after_a_request(time.monotonic() - 14) == naive_hour_ago
+    assert claimed_at_after_a_request(time.monotonic() - 15) > naive_hour_ago + timedelta(minutes=59)
+    engine.dispose()
+
+
 def test_books_settle_each_request_once_and_caps_reserve_atomically(database_url: str) -> None:
     migrate(database_url)
     engine = make_engine(database_url)
@@ -166,19 +247,16 @@ def test_books_settle_each_request_once_and_caps_reserve_atomically(database_url
         assert spend.reserve(session=session, day=day, caps={"*": 400}, amount=200) == "*"
         session.rollback()
     with session_scope(engine) as session:
-        assert (
-            requests.answer(
-                session=session,
-                request_id=first.id,
-                input_tokens=10,
-                cached_tokens=0,
-                output_tokens=5,
-                cost_nanousd=150,
-                provider_request_id="p1",
-                attempts=[],
-            )
-            is RequestState.sent
-        )
+        assert requests.answer(
+            session=session,
+            request_id=first.id,
+            input_tokens=10,
+            cached_tokens=0,
+            output_tokens=5,
+            cost_nanousd=150,
+            provider_request_id="p1",
+            attempts=[],
+        ) == requests.Settled(RequestState.sent, "news", day, 200, 100)
         assert (
             requests.answer(  # a second delivery of the same answer changes nothing
                 session=session,

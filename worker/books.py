@@ -11,6 +11,7 @@ worker died (`sweep`).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -52,6 +53,15 @@ class DatabaseLedger:
     taxonomy: str
     claim_token: str | None = None
     purpose: Purpose | None = None  # audit: every request and attempt of this task is an audit's
+    # When the documents' claims were taken or last renewed (time.monotonic(); None: unknown). A claim
+    # renewed less than half the lease grace ago outlives the next request (at most its timeout_s),
+    # so `before` renews only older ones: a task's back-to-back requests write their rows once.
+    renewed_at: float | None = None
+
+    def _renewal_due(self) -> bool:
+        if self.renewed_at is None:
+            return True
+        return time.monotonic() - self.renewed_at >= self.settings.worker.lease_grace_s / 2
 
     def before(self, request: PlannedRequest) -> None:
         if self.purpose is not None:
@@ -72,8 +82,10 @@ class DatabaseLedger:
                 claim_token=self.claim_token,
                 reserved_day=day,
             )
-            if self.claim_token:
+            if self.claim_token and self._renewal_due():
+                renewing = time.monotonic()  # taken before the rows' timestamp: errs on the early side
                 requests.touch_claims(session=session, doc_ids=request.doc_ids, token=self.claim_token)
+                self.renewed_at = renewing
 
     def answered(
         self,
@@ -96,23 +108,23 @@ class DatabaseLedger:
                 provider_request_id=completion.request_id,
                 attempts=attempts,
             )
-            row = requests.get(session=session, request_id=request.id)
-            if was is None or row is None or row.reserved_day is None:
+            if was is None or was.reserved_day is None:
                 return
-            if was is RequestState.sent:
+            scopes = [spend.ALL, was.taxonomy]
+            if was.was is RequestState.sent:
                 spend.settle(
                     session=session,
-                    day=row.reserved_day,
-                    scopes=_scopes(row),
-                    reserved=row.reserve_nanousd,
+                    day=was.reserved_day,
+                    scopes=scopes,
+                    reserved=was.reserve_nanousd,
                     spent=cost_nanousd,
                 )
             else:  # swept as unanswered (counted at its estimate, reservation released): correct it
                 spend.add_spent(
                     session=session,
-                    day=row.reserved_day,
-                    scopes=_scopes(row),
-                    amount=cost_nanousd - row.estimate_nanousd,
+                    day=was.reserved_day,
+                    scopes=scopes,
+                    amount=cost_nanousd - was.estimate_nanousd,
                 )
 
     def failed(self, request: PlannedRequest, error: ModelError) -> None:

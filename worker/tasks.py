@@ -7,6 +7,7 @@ through the app (`runtime_of`), never a global.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
@@ -96,6 +97,7 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
     settings = runtime.settings
     args = BatchArgs(tier=tier, ids=ids)
     token = str(self.request.id or uuid.uuid4().hex)
+    claimed_at = time.monotonic()  # before the claim's own timestamp: the lease is counted from earlier
     with session_scope(runtime.engine) as session:  # one transaction: each costs a commit
         docs = lifecycle.claim(session=session, ids=args.ids, tier=args.tier, token=token)
         decided = _prior(session, [d.id for d in docs], args.tier) if docs else {}
@@ -109,7 +111,9 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
     give_up = Outcome.escalated  # a tier that stays down hands them on; a permanent error fails them
     try:
         for (name, version), items in by_taxonomy.items():
-            ledger = DatabaseLedger(runtime.engine, settings, taxonomy=name, claim_token=token)
+            ledger = DatabaseLedger(
+                runtime.engine, settings, taxonomy=name, claim_token=token, renewed_at=claimed_at
+            )
             runner = runtime.runner(runtime.taxonomy(name, version), args.tier)
             decided |= {d.doc_id: d for d in runner.run(items, ledger, alone=alone)}
     except PermanentModelError as exc:
