@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, insert, or_, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, insert, or_, type_coerce, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -58,6 +58,14 @@ def mark_dispatched(
     return sorted(taken.scalars())
 
 
+def _row_check(column: Any) -> ColumnElement[str]:
+    """column as an expression no index matches (`column || ''`): in a statement that picks rows by id,
+    a guard on status or tier is then checked on those rows instead of being scanned for. Before a
+    fast-growing table has statistics, PostgreSQL's planner scanned the status index for it (dead
+    entries and all): 10-18 ms per claim or record instead of well under one."""
+    return type_coerce(column, String) + ""
+
+
 def claim(*, session: Session, ids: Iterable[int], tier: str, token: str) -> list[Claimed]:
     """Move waiting documents at tier to classifying under token; a redelivery re-claims its own."""
     now = utcnow()
@@ -66,10 +74,10 @@ def claim(*, session: Session, ids: Iterable[int], tier: str, token: str) -> lis
         update(_DOC)
         .where(
             c.id.in_(list(ids)),
-            c.current_tier == tier,
+            _row_check(c.current_tier) == tier,
             or_(
-                c.status.in_(_WAITING),
-                and_(c.status == Status.classifying, c.claim_token == token),
+                _row_check(c.status).in_(_WAITING),
+                and_(_row_check(c.status) == Status.classifying.value, c.claim_token == token),
             ),
         )
         .values(status=Status.classifying, claim_token=token, claimed_at=now, updated_at=now)
@@ -123,7 +131,7 @@ def record(
             .where(
                 c.id.in_([d.doc_id for d in decisions]),
                 c.claim_token == token,
-                c.status == Status.classifying,
+                _row_check(c.status) == Status.classifying.value,
             )
             .values(claim_token=f"rec:{token}"[:64])
             .returning(c.id)

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy.event
 import sqlalchemy.exc
 from sqlalchemy import Engine, func, text, update
 from sqlmodel import Session, col, select
@@ -411,4 +412,42 @@ def test_a_connection_the_server_dropped_fails_once_then_the_pool_reconnects(dat
         session.exec(text("SELECT 1"))  # type: ignore[call-overload]
     with session_scope(engine) as session:  # the dead connection was dropped from the pool
         assert session.exec(text("SELECT 1")).one()[0] == 1  # type: ignore[call-overload]
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_claims_and_records_find_their_rows_by_primary_key_before_the_table_has_statistics(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    sent: list[tuple[str, Any]] = []
+
+    @sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE document"):
+            sent.append((statement, parameters))
+
+    with session_scope(engine) as session:  # a bulk load the planner has no statistics of yet
+        tax = taxonomies.put_taxonomy(session=session, spec=default_taxonomy())
+        items = [DocumentCreate(text=f"load {i}") for i in range(20_000)]
+        ids = [
+            d.id
+            for d, _ in documents.create_documents(
+                session=session, items=items, taxonomy=tax, first_tier="small"
+            )
+        ]
+    with session_scope(engine) as session:
+        lifecycle.claim(session=session, ids=ids[:64], tier="small", token="t")
+        decisions = [Decision(doc_id=i, outcome=Outcome.escalated, reason="test") for i in ids[:64]]
+        lifecycle.record(session=session, decisions=decisions, tier="small", token="t", next_tier="large")
+    with engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        for statement, parameters in sent[:2]:  # the claim, and the record's taking of its rows
+            cursor.execute("EXPLAIN " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "document_pkey" in plan, plan
+            assert "ix_document_status" not in plan, plan
     engine.dispose()
