@@ -58,6 +58,16 @@ class Document(DocumentBase, table=True):
     __table_args__ = (
         UniqueConstraint("taxonomy", "content_hash", name="uq_document_taxonomy_hash"),
         Index("ix_document_status_tier", "status", "current_tier"),
+        # Documents waiting for a dispatch (no token yet), by tier, oldest first: the dispatcher reads
+        # these alone instead of every waiting document (handed out ones included) sorted by id.
+        Index(
+            "ix_document_undispatched",
+            "current_tier",
+            "status",
+            "id",
+            sqlite_where=text("claim_token IS NULL"),
+            postgresql_where=text("claim_token IS NULL"),
+        ),
         # The console: counts by status and tier per taxonomy, and review queues (oldest, least sure first).
         Index("ix_document_taxonomy_status_tier", "taxonomy", "status", "answered_by"),
         Index("ix_document_status_taxonomy_id", "status", "taxonomy", "id"),
