@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from classifiers.trust import Agreement
 from core.errors import Conflict, NotFound
 from core.vocab import AuditStatus
+from store.db import insert_or_skip
 from store.models import Audit, Document, TrustChange, utcnow
 
 
@@ -35,9 +35,7 @@ def open_audits(*, session: Session, documents: Sequence[Document], auditor: str
         }
         for doc in documents
     ]
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Audit)
-    session.execute(insert.on_conflict_do_nothing(index_elements=["document_id"]), rows)
+    session.execute(insert_or_skip(session, Audit, unique=["document_id"]), rows)
     ids = [doc.id for doc in documents]
     query = select(Audit.document_id).where(
         col(Audit.document_id).in_(ids),

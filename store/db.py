@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
 from store import sqlite_writers
@@ -76,3 +77,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_or_skip(
+    session: Session, table: Any, *, unique: Sequence[str] | None = None
+) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into table that skips rows conflicting with a unique index (`unique`: its columns;
+    None: any), in the session's dialect: both databases spell it ON CONFLICT DO NOTHING."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=unique)

@@ -8,11 +8,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from core.errors import NotFound
 from core.vocab import Status
+from store.db import insert_or_skip
 from store.models import Attempt, Document, DocumentCreate, ImportItem, Taxonomy, utcnow
 
 _DOC = Document.__table__  # type: ignore[attr-defined]
@@ -73,7 +73,10 @@ def create_documents(
     c = _DOC.c
     known: dict[str, Stored] = {}
     created: set[str] = set()
-    for row in session.execute(_insert_new(session), list(fresh.values())) if fresh else ():
+    new_rows = insert_or_skip(session, _DOC, unique=["taxonomy", "content_hash"]).returning(
+        c.id, c.content_hash
+    )
+    for row in session.execute(new_rows, list(fresh.values())) if fresh else ():
         values = fresh[row.content_hash]
         known[row.content_hash] = Stored(row.id, values["status"], values["external_id"])
         created.add(row.content_hash)
@@ -90,18 +93,6 @@ def create_documents(
         out.append((known[digest], digest in created))
         created.discard(digest)  # a text repeated in one request is new once
     return out
-
-
-def _insert_new(session: Session) -> Any:
-    """An insert of document rows that skips texts stored before (same taxonomy and hash), returning
-    the id and hash of each row it stored."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(_DOC)
-        .on_conflict_do_nothing(index_elements=["taxonomy", "content_hash"])
-        .returning(_DOC.c.id, _DOC.c.content_hash)
-    )
 
 
 def get_document(*, session: Session, document_id: int) -> Document:

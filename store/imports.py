@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from core.errors import NotFound
 from core.vocab import FINAL, ImportStatus, Status
 from store import documents
+from store.db import insert_or_skip
 from store.models import (
     NANO,
     Attempt,
@@ -153,12 +154,8 @@ def _link(session: Session, import_id: int, document_ids: set[int]) -> None:
     """Record that the import listed these documents (once each, across pages and resumes)."""
     if not document_ids:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ImportItem)
     rows = [{"import_id": import_id, "document_id": d} for d in sorted(document_ids)]
-    session.execute(statement.on_conflict_do_nothing(), rows)
+    session.execute(insert_or_skip(session, ImportItem), rows)
 
 
 def fail(*, session: Session, import_id: int, error: str) -> None:

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 
 from sqlalchemy import func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from core.vocab import RequestState
+from store.db import insert_or_skip
 from store.models import ModelRequest, SpendDay
 
 ALL = "*"
@@ -36,10 +36,8 @@ def _ensure(session: Session, day: date, scope: str) -> None:
     if scope != ALL:
         query = query.where(col(ModelRequest.taxonomy) == scope)
     spent = int(session.exec(query).one())
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(SpendDay)
     values = {"day": day, "scope": scope, "spent_nanousd": spent, "reserved_nanousd": 0}
-    session.execute(insert.values(values).on_conflict_do_nothing())
+    session.execute(insert_or_skip(session, SpendDay).values(values))
 
 
 def reserve(*, session: Session, day: date, caps: Mapping[str, int], amount: int) -> str | None:

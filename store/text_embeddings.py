@@ -6,10 +6,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from store.db import insert_or_skip
 from store.models import TextEmbedding, utcnow
 
 CHUNK = 500  # hashes per IN (...) list: well under SQLite's bound variables
@@ -49,9 +48,7 @@ def save(*, session: Session, embedder: str, vectors: Mapping[str, np.ndarray]) 
     ]
     if not rows:
         return 0
-    bind = session.get_bind()
-    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_or_skip(session, TextEmbedding)
     for start in range(0, len(rows), CHUNK):
-        statement = insert(TextEmbedding).on_conflict_do_nothing()
         session.execute(statement, rows[start : start + CHUNK])
     return len(rows)
