@@ -69,6 +69,9 @@ class Settled(NamedTuple):
     estimate_nanousd: int
 
 
+_SETTLING = (_REQ.c.taxonomy, _REQ.c.reserved_day, _REQ.c.reserve_nanousd, _REQ.c.estimate_nanousd)
+
+
 def answer(
     *,
     session: Session,
@@ -98,20 +101,20 @@ def answer(
                 error=None,
                 settled_at=utcnow(),
             )
-            .returning(c.taxonomy, c.reserved_day, c.reserve_nanousd, c.estimate_nanousd)
+            .returning(*_SETTLING)
         ).first()
         if row is not None:
             if attempts:
                 now = utcnow()
                 session.execute(insert(_ATTEMPT), [lifecycle.attempt_row(a, now) for a in attempts])
-            return Settled(state, row.taxonomy, row.reserved_day, row.reserve_nanousd, row.estimate_nanousd)
+            return Settled(state, *row)
     return None
 
 
-def fail(*, session: Session, request_id: str, error: str, unanswered: bool) -> bool:
-    """Settle a request that brought no usable answer; False if it was already settled."""
+def fail(*, session: Session, request_id: str, error: str, unanswered: bool) -> Settled | None:
+    """Settle a request that brought no usable answer; the request as it was (None: already settled)."""
     c = _REQ.c
-    moved = session.execute(
+    row = session.execute(
         update(_REQ)
         .where(c.id == request_id, c.state == RequestState.sent)
         .values(
@@ -120,13 +123,9 @@ def fail(*, session: Session, request_id: str, error: str, unanswered: bool) -> 
             error=error[:500],
             settled_at=utcnow(),
         )
-    )
-    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def get(*, session: Session, request_id: str) -> ModelRequest | None:
-    """A request by id."""
-    return session.get(ModelRequest, request_id)
+        .returning(*_SETTLING)
+    ).first()
+    return None if row is None else Settled(RequestState.sent, *row)
 
 
 def overdue(*, session: Session, cutoffs: dict[str, datetime], limit: int = 1000) -> list[ModelRequest]:

@@ -24,7 +24,7 @@ from core.errors import ModelError, SpendCapReached
 from core.vocab import Purpose, RequestState
 from store import requests, spend
 from store.db import session_scope
-from store.models import NANO, ModelRequest, utcnow
+from store.models import NANO, utcnow
 
 log = logging.getLogger("docsort.books")
 
@@ -40,8 +40,8 @@ def caps_for(settings: Settings, taxonomy: str) -> dict[str, int]:
     return caps
 
 
-def _scopes(row: ModelRequest) -> list[str]:
-    return [spend.ALL, row.taxonomy]
+def _scopes(taxonomy: str) -> list[str]:
+    return [spend.ALL, taxonomy]
 
 
 @dataclass
@@ -110,12 +110,11 @@ class DatabaseLedger:
             )
             if was is None or was.reserved_day is None:
                 return
-            scopes = [spend.ALL, was.taxonomy]
             if was.was is RequestState.sent:
                 spend.settle(
                     session=session,
                     day=was.reserved_day,
-                    scopes=scopes,
+                    scopes=_scopes(was.taxonomy),
                     reserved=was.reserve_nanousd,
                     spent=cost_nanousd,
                 )
@@ -123,24 +122,22 @@ class DatabaseLedger:
                 spend.add_spent(
                     session=session,
                     day=was.reserved_day,
-                    scopes=scopes,
+                    scopes=_scopes(was.taxonomy),
                     amount=cost_nanousd - was.estimate_nanousd,
                 )
 
     def failed(self, request: PlannedRequest, error: ModelError) -> None:
         with session_scope(self.engine) as session:
-            if not requests.fail(
+            was = requests.fail(
                 session=session, request_id=request.id, error=str(error), unanswered=error.unanswered
-            ):
-                return
-            row = requests.get(session=session, request_id=request.id)
-            if row is not None and row.reserved_day is not None:
+            )
+            if was is not None and was.reserved_day is not None:
                 spend.settle(
                     session=session,
-                    day=row.reserved_day,
-                    scopes=_scopes(row),
-                    reserved=row.reserve_nanousd,
-                    spent=row.estimate_nanousd if error.unanswered else 0,
+                    day=was.reserved_day,
+                    scopes=_scopes(was.taxonomy),
+                    reserved=was.reserve_nanousd,
+                    spent=was.estimate_nanousd if error.unanswered else 0,
                 )
 
 
@@ -152,17 +149,16 @@ def sweep(engine: Engine, settings: Settings) -> int:
         rows = requests.overdue(session=session, cutoffs=cutoffs)
     for row in rows:
         with session_scope(engine) as session:
-            if not requests.fail(
+            was = requests.fail(
                 session=session, request_id=row.id, error="no answer: its worker stopped", unanswered=True
-            ):
-                continue
-            if row.reserved_day is not None:
+            )
+            if was is not None and was.reserved_day is not None:
                 spend.settle(
                     session=session,
-                    day=row.reserved_day,
-                    scopes=_scopes(row),
-                    reserved=row.reserve_nanousd,
-                    spent=row.estimate_nanousd,
+                    day=was.reserved_day,
+                    scopes=_scopes(was.taxonomy),
+                    reserved=was.reserve_nanousd,
+                    spent=was.estimate_nanousd,
                 )
     if rows:
         log.warning(
