@@ -130,6 +130,9 @@ def test_review_with_the_keyboard_undo_and_bulk_accept_in_a_browser(console: dic
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
         page.goto(f"{base}/console/review")
         assert page.url.endswith("/console/login")  # nothing without a key
+        # Chrome focuses an autofocus field when it next renders, which can come after the load
+        # event on a busy machine: keys typed before then are lost (CI saw a half-typed key).
+        page.wait_for_function("document.activeElement && document.activeElement.name === 'key'")
         page.keyboard.type(console["key"])  # the key field has focus
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(r".*/console/review.*"))
