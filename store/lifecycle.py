@@ -12,7 +12,20 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, insert, or_, type_coerce, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    String,
+    Update,
+    and_,
+    bindparam,
+    column,
+    func,
+    insert,
+    or_,
+    type_coerce,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -86,27 +99,49 @@ def claim(*, session: Session, ids: Iterable[int], tier: str, token: str) -> lis
     return sorted((Claimed(*row) for row in rows), key=lambda d: d.id)
 
 
-_RECORD = (
-    update(_DOC)
-    .where(_DOC.c.id == bindparam("_id"))
-    .values(
-        {
-            name: bindparam(name)
-            for name in (
-                "status",
-                "current_tier",
-                "claim_token",
-                "updated_at",
-                "status_reason",
-                "label",
-                "labels",
-                "confidence",
-                "answered_by",
-                "model",
-            )
-        }
-    )
+_RECORDED = (
+    "status",
+    "current_tier",
+    "claim_token",
+    "status_reason",
+    "label",
+    "labels",
+    "confidence",
+    "answered_by",
+    "model",
 )
+
+
+def _recording(dialect: str) -> Update:
+    """The record's one statement: UPDATE document FROM the decisions (one JSON parameter, "rows"),
+    guarded by the claim, RETURNING the ids it wrote. Its shape never changes, so SQLAlchemy compiles it
+    once (a VALUES list of the rows was compiled anew for every batch: half the record's time)."""
+    c = _DOC.c
+    if dialect == "postgresql":
+        rows: Any = (
+            func.json_to_recordset(bindparam("rows", type_=JSON))
+            .table_valued(*(column(name, c[name].type) for name in ("id", *_RECORDED)))
+            .render_derived(name="incoming", with_types=True)
+        )
+        key, fields = rows.c.id, {name: rows.c[name] for name in _RECORDED}
+    else:  # SQLite: json_each over the same parameter, fields taken out of each row by path
+        rows = func.json_each(bindparam("rows", type_=JSON)).table_valued("value").alias("incoming")
+        key = func.json_extract(rows.c.value, "$.id")
+        fields = {name: func.json_extract(rows.c.value, f"$.{name}") for name in _RECORDED}
+    return (
+        update(_DOC)
+        .where(
+            c.id == key,
+            c.id.in_(bindparam("ids", expanding=True)),  # the primary key, for the planner
+            c.claim_token == bindparam("token"),
+            _row_check(c.status) == Status.classifying.value,
+        )
+        .values(fields | {"updated_at": bindparam("now")})
+        .returning(c.id)
+    )
+
+
+_RECORDING = {dialect: _recording(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 def record(
@@ -122,56 +157,41 @@ def record(
     moved: dict[Status, list[int]] = {s: [] for s in (Status.done, Status.escalated, Status.needs_review)}
     moved[Status.queued] = []
     now = utcnow()
-    # Take the rows still claimed under token in one write (a redelivered or duplicated message
-    # finds none), then update them all by primary key in one executemany.
-    c = _DOC.c
-    owned = set(
-        session.execute(
-            update(_DOC)
-            .where(
-                c.id.in_([d.doc_id for d in decisions]),
-                c.claim_token == token,
-                _row_check(c.status) == Status.classifying.value,
-            )
-            .values(claim_token=f"rec:{token}"[:64])
-            .returning(c.id)
-        ).scalars()
-    )
-    rows: list[dict[str, Any]] = []
+    rows: dict[int, dict[str, Any]] = {}
+    statuses: dict[int, Status] = {}
+    for decision in decisions:
+        status = status_after(decision.outcome, has_next=next_tier is not None, first_tier=first_tier)
+        moves_on = status is Status.escalated and decision.outcome is Outcome.escalated
+        answered = status in (Status.done, Status.needs_review) and decision.answered
+        last = decision.attempts[-1] if answered else None
+        rows[decision.doc_id] = {
+            "id": decision.doc_id,
+            "status": status.value,
+            "current_tier": next_tier if moves_on else tier,
+            # An escalation is handed to the next tier's batches by the task (not by a dispatch).
+            "claim_token": f"esc:{token}"[:64] if moves_on else None,
+            "status_reason": None if status is Status.done else _reason(decision),
+            "label": decision.label if answered else None,
+            "labels": decision.labels if answered else None,
+            "confidence": decision.confidence if answered else None,
+            "answered_by": last.tier if last else None,
+            "model": last.model if last else None,
+        }
+        statuses[decision.doc_id] = status
+    if not rows:
+        return moved
+    # One guarded write per document: only the rows still claimed under token are written (a
+    # redelivered or duplicated message finds none), each once; RETURNING says which. Taking the rows
+    # first and writing them after was two row versions per document (docs/benchmarks.md, session 9).
+    statement = _RECORDING[session.get_bind().dialect.name]
+    params = {"rows": list(rows.values()), "ids": list(rows), "token": token, "now": now}
+    owned = set(session.execute(statement, params).scalars())
     attempts: list[dict[str, Any]] = []
     for decision in decisions:
         if decision.doc_id not in owned:
             continue  # someone else finished it: a duplicate message records nothing
-        status = status_after(decision.outcome, has_next=next_tier is not None, first_tier=first_tier)
-        moves_on = status is Status.escalated and decision.outcome is Outcome.escalated
-        values: dict[str, Any] = {
-            "_id": decision.doc_id,
-            "status": status,
-            "current_tier": next_tier if moves_on else tier,
-            # An escalation is handed to the next tier's batches by the task (not by a dispatch).
-            "claim_token": f"esc:{token}"[:64] if moves_on else None,
-            "updated_at": now,
-            "status_reason": None if status is Status.done else _reason(decision),
-            "label": None,
-            "labels": None,
-            "confidence": None,
-            "answered_by": None,
-            "model": None,
-        }
-        if status in (Status.done, Status.needs_review) and decision.answered:
-            last = decision.attempts[-1]
-            values.update(
-                label=decision.label,
-                labels=decision.labels,
-                confidence=decision.confidence,
-                answered_by=last.tier,
-                model=last.model,
-            )
-        rows.append(values)
         attempts += [attempt_row(a, now) for a in decision.attempts if not a.written]
-        moved.setdefault(status, []).append(decision.doc_id)
-    if rows:
-        session.execute(_RECORD, rows)
+        moved.setdefault(statuses[decision.doc_id], []).append(decision.doc_id)
     if attempts:
         session.execute(insert(_ATTEMPT), attempts)
     return moved

@@ -445,7 +445,7 @@ def test_claims_and_records_find_their_rows_by_primary_key_before_the_table_has_
         lifecycle.record(session=session, decisions=decisions, tier="small", token="t", next_tier="large")
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        for statement, parameters in sent[:2]:  # the claim, and the record's taking of its rows
+        for statement, parameters in sent[:2]:  # the claim, and the record (one guarded UPDATE ... FROM)
             cursor.execute("EXPLAIN " + statement, parameters)
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert "document_pkey" in plan, plan
