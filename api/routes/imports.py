@@ -22,7 +22,7 @@ from core import messaging
 from core.config import Settings
 from core.errors import DocsortError, Forbidden, InvalidInput
 from core.messaging import TaskName
-from core.vocab import ImportStatus, Status
+from core.vocab import ImportStatus, ShardStatus, Status
 from ingest.records import Mode
 from ingest.s3 import S3Location
 from store import documents, imports, shards, taxonomies
@@ -144,11 +144,12 @@ class ImportPublic(BaseModel):
     updated_at: datetime
 
 
-def status_of(job: ImportJob, pending: int) -> ImportStatus:
-    """The import's status as shown: listing, classifying, done or failed."""
+def status_of(job: ImportJob, pending: int, open_batches: int = 0) -> ImportStatus:
+    """The import's status as shown: listing, classifying, done or failed. A Batch API shard's
+    documents are final before its files are deleted and it is marked ingested: done waits for that."""
     if job.status != ImportStatus.listed:
         return job.status
-    return ImportStatus.classifying if pending else ImportStatus.done
+    return ImportStatus.classifying if pending or open_batches else ImportStatus.done
 
 
 def _skip(row: Any) -> Skip:
@@ -159,13 +160,15 @@ def public(session: Session, job: ImportJob, settings: Settings) -> ImportPublic
     """An import as the API shows it."""
     assert job.id is not None
     done = imports.progress(session=session, import_id=job.id)
+    batches = shards.for_import(session=session, import_id=job.id)
+    open_batches = sum(1 for shard in batches if shard.status != ShardStatus.ingested)
     return ImportPublic(
         id=job.id,
         source=job.source,
         endpoint_url=job.endpoint_url,
         taxonomy=job.taxonomy,
         mode=job.mode,
-        status=status_of(job, done["pending"]),
+        status=status_of(job, done["pending"], open_batches),
         error=job.error,
         listed=job.listed,
         accepted=job.accepted,
@@ -195,7 +198,7 @@ def public(session: Session, job: ImportJob, settings: Settings) -> ImportPublic
                 created_at=shard.created_at,
                 finished_at=shard.finished_at,
             )
-            for shard in shards.for_import(session=session, import_id=job.id)
+            for shard in batches
         ],
         batch_cost_usd=sum(done["batched_nanousd_by_tier"].values()) / NANO,
         batch_saving_usd=sum(
