@@ -187,16 +187,16 @@ def curve(name: str, features: str, args: argparse.Namespace, tokenizer: Tokeniz
     return results
 
 
-def _embed_in_process(texts: list[str], max_tokens: int, threads: int) -> float:
+def _embed_in_process(texts: list[str], max_tokens: int, threads: int, backend: str = "onnx-q8") -> float:
     """Seconds one process with its own ONNX embedder takes for texts (after a warm-up)."""
-    embedder = embeddings.OnnxMiniLM(max_tokens, threads=threads)
+    embedder = embeddings.OnnxMiniLM(max_tokens, threads=threads, quantized=backend == "onnx-q8")
     embedder.embed(texts[:32])
     started = time.perf_counter()
     embedder.embed(texts)
     return time.perf_counter() - started
 
 
-def prefork(texts: list[str], max_tokens: int, repeats: int) -> list[dict[str, Any]]:
+def prefork(texts: list[str], max_tokens: int, repeats: int, backend: str) -> list[dict[str, Any]]:
     """Two processes embedding at once, as a Celery prefork worker's two children do, per thread count."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -206,9 +206,10 @@ def prefork(texts: list[str], max_tokens: int, repeats: int) -> list[dict[str, A
         for _ in range(repeats):
             with ProcessPoolExecutor(2) as pool:
                 started = time.perf_counter()
-                list(pool.map(_embed_in_process, [texts, texts], [max_tokens] * 2, [threads] * 2))
+                args = [[texts] * 2, [max_tokens] * 2, [threads] * 2, [backend] * 2]
+                list(pool.map(_embed_in_process, *args))
                 best = max(best, 2 * len(texts) / (time.perf_counter() - started))
-        row: dict[str, Any] = {"backend": "onnx, 2 processes at once", "threads": threads}
+        row: dict[str, Any] = {"backend": f"{backend}, 2 processes at once", "threads": threads}
         row["docs"] = 2 * len(texts)
         row |= {"docs_per_s": round(best, 1), "load_average": os.getloadavg()[0]}
         print(json.dumps(row), flush=True)
@@ -230,14 +231,14 @@ def throughput(
     row["docs_per_s"] = round(len(texts) / (time.perf_counter() - started), 1)
     out.append(row)
     print(json.dumps(row), flush=True)
-    for backend in ("static", "onnx", "torch"):
+    for backend in ("static", "onnx-q8", "onnx", "torch"):
         if not embeddings.available(backend):
             continue
         for threads in (1,) if backend == "static" else (1, 2):
             if backend == "static":
                 embedder: Any = embeddings.StaticMiniLM(max_tokens)
-            elif backend == "onnx":
-                embedder = embeddings.OnnxMiniLM(max_tokens, threads=threads)
+            elif backend in ("onnx", "onnx-q8"):
+                embedder = embeddings.OnnxMiniLM(max_tokens, threads=threads, quantized=backend == "onnx-q8")
             else:
                 import torch
 
@@ -255,8 +256,9 @@ def throughput(
             row["load_average"] = os.getloadavg()[0]
             out.append(row)
             print(json.dumps(row), flush=True)
-    if embeddings.available("onnx"):
-        out += prefork(texts, max_tokens, repeats)
+    for backend in ("onnx-q8", "onnx"):
+        if embeddings.available(backend):
+            out += prefork(texts, max_tokens, repeats, backend)
     return out
 
 
@@ -273,7 +275,7 @@ def main() -> None:
     )
     parser.add_argument("--no-pool", dest="pool", action="store_false", help="Skip BANKING77's 1k and 5k")
     parser.add_argument("--throughput", action="store_true", help="Only measure embedding throughput")
-    parser.add_argument("--embed-backend", default="onnx", choices=["onnx", "torch", "static"])
+    parser.add_argument("--embed-backend", default="onnx-q8", choices=["onnx-q8", "onnx", "torch", "static"])
     parser.add_argument("--embed-max-tokens", type=int, default=128, help="Tokens a text is cut to")
     parser.add_argument("--throughput-dataset", default="ag_news_test", help="Texts --throughput embeds")
     parser.add_argument(

@@ -19,7 +19,7 @@ class Features:
     """A fitted feature map; embeddings are computed once per text through a shared cache."""
 
     kind: str
-    embed_backend: str = "onnx"
+    embed_backend: str = "onnx-q8"
     embed_max_tokens: int = 128
     vectorizer: Any = None
     embed_scale: float = 1.0  # unit vectors times this (x10 = 100x weaker regularisation of their weights)

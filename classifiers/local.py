@@ -88,7 +88,7 @@ class TrainParams:
     embed_scales: tuple[float, ...] = (1.0, 10.0)  # embeddings at each scale: one candidate each
     # Single-label: each class's name ("card_arrival" -> "card arrival") as one more example.
     label_prior: bool = True
-    embed_backend: str = "onnx"
+    embed_backend: str = "onnx-q8"
     embed_max_tokens: int = 128
     gate: bool = True  # the TF-IDF candidate answers first where it may (classifiers/gate.py)
     seed: int = 0

@@ -16,7 +16,7 @@ from tests.test_local_tier import rows, store, taxonomy_of
 from worker import training
 
 pytestmark = pytest.mark.skipif(
-    not embeddings.available("onnx"), reason="the `embeddings` extra is not installed"
+    not embeddings.available("onnx-q8"), reason="the `embeddings` extra is not installed"
 )
 
 
@@ -38,7 +38,7 @@ def test_a_retrain_embeds_only_new_texts_and_stored_vectors_are_the_embedders(
         examples.add_examples(session=session, taxonomy=tax, items=data[60:70])
     second = training.train_version(engine=engine, settings=settings, taxonomy=tax, params=params)
     assert second.metrics["embeddings"] == {
-        "embedder": embeddings.embedder_key("onnx", 128),
+        "embedder": embeddings.embedder_key("onnx-q8", 128),
         "stored": 60 + len(names),
         "computed": 10,
     }
@@ -48,10 +48,10 @@ def test_a_retrain_embeds_only_new_texts_and_stored_vectors_are_the_embedders(
             session=session, embedder=second.metrics["embeddings"]["embedder"], texts=texts
         )
         other = text_embeddings.load(
-            session=session, embedder=embeddings.embedder_key("onnx", 64), texts=texts
+            session=session, embedder=embeddings.embedder_key("onnx-q8", 64), texts=texts
         )
     assert set(kept) == set(texts) and other == {}  # another cut gives other vectors: kept apart
-    fresh = embeddings.get_embedder("onnx", 128).embed(texts[:5])
+    fresh = embeddings.get_embedder("onnx-q8", 128).embed(texts[:5])
     assert np.allclose(np.vstack([kept[t] for t in texts[:5]]), fresh, atol=1e-4)
     engine.dispose()
 
@@ -62,9 +62,9 @@ def test_a_prefork_worker_process_embeds_on_its_share_of_the_cpus(monkeypatch: p
     assert LocalSettings(embed_threads=3).threads_per_process(2) == 3
     try:
         embeddings.configure(threads=1)
-        one = embeddings.get_embedder("onnx", 32)
+        one = embeddings.get_embedder("onnx-q8", 32)
         embeddings.configure(threads=2)
-        two = embeddings.get_embedder("onnx", 32)
+        two = embeddings.get_embedder("onnx-q8", 32)
     finally:
         embeddings.configure(threads=None)
     assert isinstance(one, embeddings.OnnxMiniLM) and isinstance(two, embeddings.OnnxMiniLM)

@@ -92,7 +92,7 @@ def test_labels_only_one_candidate_scored_are_left_out() -> None:
     assert choice.threshold == 0.7 and choice.metrics["disagreements"] == 0
 
 
-@pytest.mark.skipif(not embeddings.available("onnx"), reason="the `embeddings` extra is not installed")
+@pytest.mark.skipif(not embeddings.available("onnx-q8"), reason="the `embeddings` extra is not installed")
 def test_gated_texts_are_never_embedded_and_answers_are_the_gate_s_or_the_model_s() -> None:
     rows = [json.loads(line) for line in dataset("ag_news_test").read_text().splitlines()]
     train_rows, stream = rows[:400], rows[400:600]
