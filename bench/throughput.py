@@ -234,6 +234,12 @@ def main() -> None:
         default="auto",
         help="the local tier's features (local.features; auto is the shipped default)",
     )
+    parser.add_argument(
+        "--synchronous-commit",
+        choices=["on", "off"],
+        default="on",
+        help="PostgreSQL: the worker's worker.synchronous_commit (off: commits return before the WAL flush)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="docsort-bench-"))
@@ -273,6 +279,7 @@ def main() -> None:
                 flush_interval_s=0.2,
                 max_batches_per_dispatch=100,
                 **({"requests_per_task": args.requests_per_task} if args.requests_per_task else {}),
+                synchronous_commit=args.synchronous_commit == "on",
             ),
             # The instant tiers answer the first label whatever the text: learning from them, or
             # auditing the local tier against them, would retrain on or set aside a good model mid-run.
@@ -297,6 +304,7 @@ def main() -> None:
         "cascade": args.cascade,
         "local_features": args.local_features if loads else None,
         "database": "PostgreSQL" if args.database_url else "SQLite",
+        "worker_synchronous_commit": args.synchronous_commit,
         "batch_size": args.batch_size,
         "per_post": args.per_post,
         "concurrency": args.concurrency,

@@ -451,3 +451,24 @@ def test_claims_and_records_find_their_rows_by_primary_key_before_the_table_has_
             assert "document_pkey" in plan, plan
             assert "ix_document_status" not in plan, plan
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_worker_commits_without_waiting_for_the_wal_only_when_told_and_the_api_always_waits(
+    tmp_path: Path, database_url: str
+) -> None:
+    from worker.runtime import Runtime
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("synchronous_commit is PostgreSQL's")
+
+    def setting(engine: Engine) -> str:
+        with engine.connect() as conn:
+            value = str(conn.execute(text("SHOW synchronous_commit")).scalar_one())
+        engine.dispose()
+        return value
+
+    told = make_settings(tmp_path, database_url, "", worker=WorkerSettings(synchronous_commit=False))
+    assert setting(Runtime(told).engine) == "off"
+    assert setting(Runtime(make_settings(tmp_path, database_url, "")).engine) == "on"
+    assert setting(make_engine(told.db_url)) == "on"  # the API's engine: an accepted document is on disk

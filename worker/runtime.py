@@ -49,10 +49,16 @@ class Runtime:
         """This process's engine."""
         with self._lock:
             if self._engine is None or self._pid != os.getpid():
-                self._engine = make_engine(self.settings.db_url)
+                self._engine = make_engine(self.settings.db_url, **self._engine_options())
                 self._pid = os.getpid()
                 self._runners.clear()
             return self._engine
+
+    def _engine_options(self) -> dict[str, Any]:
+        """The worker's own connection settings (WorkerSettings.synchronous_commit)."""
+        if self.settings.worker.synchronous_commit or not self.settings.db_url.startswith("postgresql"):
+            return {}
+        return {"connect_args": {"options": "-c synchronous_commit=off"}}
 
     def taxonomy(self, name: str, version: int) -> Taxonomy:
         """A taxonomy version, read once per process (a stored version never changes)."""
