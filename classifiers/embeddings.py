@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,9 +100,14 @@ def quantized_file(cache_dir: Path | None = None) -> Path:
         return path
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f"{os.getpid()}.{threading.get_ident()}.tmp"
-    staging.mkdir(exist_ok=True)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if cache_dir is not None:
+            raise
+        # A read-only home (a locked-down container): made again in each new temporary directory.
+        return quantized_file(Path(tempfile.gettempdir()) / "docsort-embeddings")
     try:
         # Fold the Cast and Mul that widen each int8 weight into a float32 constant, then quantize the
         # matrix products: per channel, as one scale per tensor lost 5x more of the cosine (0.958 mean).

@@ -796,3 +796,17 @@ def test_the_teacher_accuracy_is_measured_on_reviewed_documents_the_last_tier_ac
         stored = local_models.versions(session=session, taxonomy="bbc")[0]
         assert stored.metrics["threshold_rule"]["rule"] == TEACHER_RULE
     engine.dispose()
+
+
+@pytest.mark.skipif(not embeddings.available("onnx-q8"), reason="the `embeddings` extra is not installed")
+def test_an_unwritable_cache_makes_the_int8_model_in_the_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unusable = tmp_path / "not-a-directory"  # as a read-only home would, but for root too
+    unusable.write_text("")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("DOCSORT_EMBEDDINGS_CACHE", str(unusable))
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    made = embeddings.quantized_file()
+    assert made.is_relative_to(scratch / "docsort-embeddings") and made.stat().st_size > 1_000_000
