@@ -71,8 +71,9 @@ class WorkerSettings(BaseModel):
         True,
         description="PostgreSQL only. False: the worker's commits return before their WAL is on disk (the "
         "API's never do, so no accepted document is at risk). If the database server crashes, the last "
-        "~0.6 s of the worker's writes are lost and redone: those documents are classified again, their "
-        "answers possibly bought twice. Measured +24% classified/s without a local tier (docs/benchmarks.md)",
+        "~0.6 s of the worker's writes are lost: those documents are classified again, their answers "
+        "possibly bought twice; S3 import pages stored then are lost too (their being read again is not "
+        "tested). Measured +24% classified/s without a local tier (docs/benchmarks.md)",
     )
 
 
