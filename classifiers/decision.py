@@ -83,7 +83,8 @@ class Ledger(Protocol):
         cost_nanousd: int,
         attempts: list[AttemptRecord],
     ) -> None:
-        """The request's answer arrived: its usage, cost and each document's attempt, recorded now."""
+        """The request's answer arrived: its usage, cost and each document's attempt, recorded now (or
+        with the task's next write, where the ledger defers answers)."""
         ...
 
     def failed(self, request: PlannedRequest, error: ModelError) -> None:

@@ -41,10 +41,9 @@ def _ensure(session: Session, day: date, scope: str) -> None:
 
 
 def reserve(*, session: Session, day: date, caps: Mapping[str, int], amount: int) -> str | None:
-    """Reserve amount under every scope's cap (nano-USD) for day; the scope that refused, or None.
-
-    On a refusal the caller must roll the transaction back (earlier scopes were already reserved).
-    """
+    """Reserve amount under every scope's cap (nano-USD) for day: all or none; the scope that refused,
+    or None."""
+    reserved: list[str] = []
     for scope, cap in sorted(caps.items()):
         _ensure(session, day, scope)
         moved = session.execute(
@@ -57,7 +56,9 @@ def reserve(*, session: Session, day: date, caps: Mapping[str, int], amount: int
             .values(reserved_nanousd=col(SpendDay.reserved_nanousd) + amount)
         )
         if moved.rowcount != 1:  # type: ignore[attr-defined]
+            settle(session=session, day=day, scopes=reserved, reserved=amount, spent=0)  # undone
             return scope
+        reserved.append(scope)
     return None
 
 

@@ -18,12 +18,14 @@ from sqlmodel import Session, col, select
 
 from classifiers.costs import Usage
 from classifiers.decision import AttemptRecord, Decision, PlannedRequest
-from core.config import WorkerSettings
+from classifiers.providers import Completion
+from core.config import SpendSettings, WorkerSettings
+from core.errors import SpendCapReached
 from core.taxonomy_spec import default_taxonomy
 from core.vocab import Outcome, RequestState, Status
 from store import documents, lifecycle, reports, requests, spend, taxonomies
 from store.db import make_engine, migrate, session_scope
-from store.models import Document, DocumentCreate, utcnow
+from store.models import NANO, Document, DocumentCreate, ModelRequest, utcnow
 from tests.conftest import make_settings
 from worker.books import DatabaseLedger
 
@@ -288,6 +290,53 @@ def test_books_settle_each_request_once_and_caps_reserve_atomically(database_url
     with session_scope(engine) as session:  # the reconciler finds it overdue
         overdue = requests.overdue(session=session, cutoffs={"small": utcnow() + timedelta(seconds=1)})
         assert [r.id for r in overdue] == [third.id]
+    engine.dispose()
+
+
+def test_a_deferring_ledger_writes_an_answer_with_the_next_write_and_a_refused_cap_keeps_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A classify task's answers ride on its next commit; a cap's refusal commits them, reserves nothing."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    spend_caps = SpendSettings(daily_cap_usd=1000 / NANO, per_taxonomy_daily_cap_usd={"news": 450 / NANO})
+    settings = make_settings(tmp_path, database_url, "", spend=spend_caps)
+    ledger = DatabaseLedger(engine, settings, taxonomy="news", defer_answers=True)
+    day = spend.today()
+
+    def planned() -> PlannedRequest:
+        return PlannedRequest(uuid.uuid4().hex, "small", "m", "classify", (1,), 10, 5, 100, 200)
+
+    def answer(request: PlannedRequest) -> None:
+        completion = Completion(
+            "{}", None, Usage(input_tokens=10, output_tokens=5), 1, f"p-{request.id}", "m"
+        )
+        ledger.answered(request, completion, 150, [])
+
+    def books() -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+        with session_scope(engine) as session:
+            return requests.report(session=session), spend.state(session=session, day=day)
+
+    first, second, third = planned(), planned(), planned()
+    ledger.before(first)
+    answer(first)
+    report, state = books()
+    assert report["answered"]["requests"] == 0  # owed, not yet written
+    assert state["news"] == {"spent_nanousd": 0, "reserved_nanousd": 200}
+    ledger.before(second)  # writes the first's answer, settles it, reserves the second
+    report, state = books()
+    assert report["answered"] == {"requests": 1, "cost_nanousd": 150}
+    assert state["news"] == {"spent_nanousd": 150, "reserved_nanousd": 200}
+    answer(second)
+    # 300 spent: 200 more passes the taxonomy's 450 (though not the 1,000 of all taxonomies)
+    with pytest.raises(SpendCapReached):
+        ledger.before(third)
+    report, state = books()
+    assert report["answered"] == {"requests": 2, "cost_nanousd": 300}  # the refusal kept the answer
+    assert state["news"] == {"spent_nanousd": 300, "reserved_nanousd": 0}
+    assert state["*"] == {"spent_nanousd": 300, "reserved_nanousd": 0}  # all scopes or none
+    with session_scope(engine) as session:
+        assert session.get(ModelRequest, third.id) is None
     engine.dispose()
 
 

@@ -1,21 +1,27 @@
-"""The workers' ledger: every model request in the database, each write in its own transaction.
+"""The workers' ledger: every model request in the database, written before it is sent.
 
 `before` writes the request down, reserves its most possible cost under the day's spending caps (all
 taxonomies, and its own) and renews the claim of its documents, in one transaction: a cap that leaves
 no room raises SpendCapReached and nothing is sent. `answered` records the usage, the cost and every
-document's attempt the moment the answer arrives, and settles the reservation; `failed` settles an
-error answer at nothing and a missing answer at its estimate. The reconciler settles requests whose
-worker died (`sweep`).
+document's attempt, and settles the reservation; `failed` settles an error answer at nothing and a
+missing answer at its estimate. The reconciler settles requests whose worker died (`sweep`).
+
+A classify task's ledger defers its answers (`defer_answers`): an answer is written in the transaction
+of the task's next write (the next request's `before`, a `failed`, or the task's record through
+`flush(session)`), which comes as soon as the answer is parsed. On PostgreSQL each commit waits for
+a WAL flush, and a task of four requests commits six times instead of ten.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from classifiers.decision import AttemptRecord, PlannedRequest
 from classifiers.providers import Completion
@@ -57,6 +63,21 @@ class DatabaseLedger:
     # renewed less than half the lease grace ago outlives the next request (at most its timeout_s),
     # so `before` renews only older ones: a task's back-to-back requests write their rows once.
     renewed_at: float | None = None
+    # Answers wait for the task's next write instead of a commit of their own (see the module's doc).
+    defer_answers: bool = False
+    _owed: list[Callable[[Session], None]] = field(default_factory=list)
+
+    def flush(self, session: Session | None = None) -> None:
+        """Write the answers still owed: in session (the caller commits), else in a transaction now."""
+        if not self._owed:
+            return
+        if session is None:
+            with session_scope(self.engine) as own:
+                self.flush(own)
+            return
+        owed, self._owed = self._owed, []
+        for write in owed:
+            write(session)
 
     def _renewal_due(self) -> bool:
         if self.renewed_at is None:
@@ -68,24 +89,26 @@ class DatabaseLedger:
             request = replace(request, purpose=self.purpose)
         caps = caps_for(self.settings, self.taxonomy) if request.reserve_nanousd else {}
         day = spend.today() if caps else None
+        refused: str | None = None
         with session_scope(self.engine) as session:
-            if day is not None:
+            self.flush(session)  # first: an answer's settlement frees room under the caps
+            if day is not None:  # all scopes or none: a refusal commits the answers owed, no more
                 refused = spend.reserve(session=session, day=day, caps=caps, amount=request.reserve_nanousd)
-                if refused is not None:  # raised inside the transaction: the reservations roll back
-                    cap = caps[refused] / NANO
-                    whose = "" if refused == spend.ALL else f" for {refused}"
-                    raise SpendCapReached(f"waiting: daily spending cap ${cap:.2f}{whose} reached")
-            requests.add(
-                session=session,
-                request=request,
-                taxonomy=self.taxonomy,
-                claim_token=self.claim_token,
-                reserved_day=day,
-            )
-            if self.claim_token and self._renewal_due():
-                renewing = time.monotonic()  # taken before the rows' timestamp: errs on the early side
-                requests.touch_claims(session=session, doc_ids=request.doc_ids, token=self.claim_token)
-                self.renewed_at = renewing
+            if refused is None:
+                requests.add(
+                    session=session,
+                    request=request,
+                    taxonomy=self.taxonomy,
+                    claim_token=self.claim_token,
+                    reserved_day=day,
+                )
+                if self.claim_token and self._renewal_due():
+                    renewing = time.monotonic()  # taken before the rows' timestamp: errs early
+                    requests.touch_claims(session=session, doc_ids=request.doc_ids, token=self.claim_token)
+                    self.renewed_at = renewing
+        if refused is not None:
+            whose = "" if refused == spend.ALL else f" for {refused}"
+            raise SpendCapReached(f"waiting: daily spending cap ${caps[refused] / NANO:.2f}{whose} reached")
 
     def answered(
         self,
@@ -97,7 +120,8 @@ class DatabaseLedger:
         if self.purpose is not None:
             for attempt in attempts:
                 attempt.purpose = self.purpose
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> None:
             was = requests.answer(
                 session=session,
                 request_id=request.id,
@@ -126,8 +150,13 @@ class DatabaseLedger:
                     amount=cost_nanousd - was.estimate_nanousd,
                 )
 
+        self._owed.append(write)
+        if not self.defer_answers:
+            self.flush()
+
     def failed(self, request: PlannedRequest, error: ModelError) -> None:
         with session_scope(self.engine) as session:
+            self.flush(session)
             was = requests.fail(
                 session=session, request_id=request.id, error=str(error), unanswered=error.unanswered
             )
@@ -139,6 +168,12 @@ class DatabaseLedger:
                     reserved=was.reserve_nanousd,
                     spent=was.estimate_nanousd if error.unanswered else 0,
                 )
+
+
+def flush_all(ledgers: Iterable[DatabaseLedger], session: Session | None = None) -> None:
+    """Write every answer the ledgers still owe (in session, if given)."""
+    for ledger in ledgers:
+        ledger.flush(session)
 
 
 def sweep(engine: Engine, settings: Settings) -> int:

@@ -109,13 +109,9 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
             by_taxonomy[(doc.taxonomy, doc.taxonomy_version)].append(DocIn(doc.id, doc.text))
     failed: str | None = None  # why the documents still owed an answer give up at this tier
     give_up = Outcome.escalated  # a tier that stays down hands them on; a permanent error fails them
+    ledgers: list[DatabaseLedger] = []  # their last answers are written with the record
     try:
-        for (name, version), items in by_taxonomy.items():
-            ledger = DatabaseLedger(
-                runtime.engine, settings, taxonomy=name, claim_token=token, renewed_at=claimed_at
-            )
-            runner = runtime.runner(runtime.taxonomy(name, version), args.tier)
-            decided |= {d.doc_id: d for d in runner.run(items, ledger, alone=alone)}
+        decided |= _run_tier(runtime, args.tier, by_taxonomy, ledgers, token, claimed_at, alone)
     except PermanentModelError as exc:
         failed, give_up = f"{args.tier}: {exc}", Outcome.invalid
         log.error("permanent model error", extra={"tier": args.tier, "ids": args.ids})
@@ -138,8 +134,45 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
                 lifecycle.mark(session=session, ids=rest, token=token, status=Status.failed, reason=failed)
     taxonomy_of = {d.id: d.taxonomy for d in docs}
     return record_decisions(
-        self, runtime, args.tier, token, [decided[d.id] for d in docs if d.id in decided], taxonomy_of
+        self,
+        runtime,
+        args.tier,
+        token,
+        [decided[d.id] for d in docs if d.id in decided],
+        taxonomy_of,
+        ledgers=ledgers,
     )
+
+
+def _run_tier(
+    runtime: Runtime,
+    tier: str,
+    by_taxonomy: dict[tuple[str, int], list[DocIn]],
+    ledgers: list[DatabaseLedger],
+    token: str,
+    claimed_at: float,
+    alone: bool,
+) -> dict[int, Decision]:
+    """The tier's decisions on each taxonomy's documents, its requests in ledgers (one a taxonomy,
+    appended); whatever is raised, the answers already paid for are written first."""
+    decided: dict[int, Decision] = {}
+    try:
+        for (name, version), items in by_taxonomy.items():
+            ledger = DatabaseLedger(
+                runtime.engine,
+                runtime.settings,
+                taxonomy=name,
+                claim_token=token,
+                renewed_at=claimed_at,
+                defer_answers=True,
+            )
+            ledgers.append(ledger)
+            runner = runtime.runner(runtime.taxonomy(name, version), tier)
+            decided |= {d.doc_id: d for d in runner.run(items, ledger, alone=alone)}
+    except BaseException:
+        books.flush_all(ledgers)
+        raise
+    return decided
 
 
 def record_decisions(
@@ -150,9 +183,11 @@ def record_decisions(
     decisions: list[Decision],
     taxonomy_of: dict[int, str],
     escalate_by_batch: bool = True,
+    ledgers: list[DatabaseLedger] | None = None,
 ) -> dict[str, Any]:
     """Move each document on by its decision, keep what the local tier may learn, hand on escalations
-    (to the next tier's Batch API where it takes them and escalate_by_batch, else to its queue)."""
+    (to the next tier's Batch API where it takes them and escalate_by_batch, else to its queue); the
+    ledgers' answers still owed are written in the same transaction, before the decisions."""
     settings = runtime.settings
     next_tier = settings.next_tier(tier)
     lower = next_tier is not None and settings.tier(tier).kind != "local"
@@ -166,6 +201,7 @@ def record_decisions(
         )
     }
     with session_scope(runtime.engine) as session:
+        books.flush_all(ledgers or [], session)
         moved = lifecycle.record(
             session=session,
             decisions=decisions,
