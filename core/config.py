@@ -165,6 +165,11 @@ class AuditSettings(BaseModel):
     )
     min_support: int = Field(30, ge=5, description="Audits the drift guard needs before it acts")
     seed: str = Field("docsort", description="Seeds the choice of audited documents (reproducible)")
+    gather_s: float = Field(
+        2.0,
+        ge=0,
+        description="Audits go to the last tier in its full batches; a part batch waits this long for more",
+    )
 
 
 class Settings(BaseSettings):

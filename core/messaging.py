@@ -34,6 +34,7 @@ class TaskName(enum.StrEnum):
     import_reconcile = "docsort.import_reconcile"
     import_write_back = "docsort.import_write_back"
     audit = "docsort.audit"  # on the last tier's queue
+    audit_flush = "docsort.audit_flush"  # sends the audits gathered in a part batch
     rollup = "docsort.rollup"  # the daily cost roll-up behind the dashboard
     batch_poll = "docsort.batch_poll"  # Batch API: submit shards, read the ended ones
 
@@ -48,6 +49,7 @@ HOME_QUEUE = {
     TaskName.import_write_back: IMPORTS,
     TaskName.rollup: CONTROL,
     TaskName.batch_poll: CONTROL,
+    TaskName.audit_flush: CONTROL,
 }
 
 # A send tries twice, briefly: the caller must not hang on a dead broker (the reconciler resends).
@@ -162,6 +164,50 @@ def kick(app: Celery, settings: Settings, *, tier: str, count: int) -> bool:
     full = count >= settings.tier(tier).batch_size
     countdown = 0.0 if full else settings.worker.flush_interval_s
     return send(app, TaskName.dispatch, [tier], countdown=countdown)
+
+
+# Takes a full chunk off the head of a list, or nothing: two workers never take the same ids.
+_TAKE_FULL = """
+if redis.call('LLEN', KEYS[1]) < tonumber(ARGV[1]) then return {} end
+local got = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[1]), -1)
+return got
+"""
+
+
+def gather(
+    settings: Settings, key: str, ids: Sequence[int], size: int, wait_s: float
+) -> tuple[list[list[int]], bool]:
+    """Add ids to the Redis list key and take out its full chunks of size (each id comes out once);
+    also whether the caller is to send a flush of the rest in wait_s (ids wait and none is due yet).
+
+    Raises redis.RedisError: the caller sends the ids itself.
+    """
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=5)
+    client.rpush(key, *ids)
+    take = client.register_script(_TAKE_FULL)
+    chunks: list[list[int]] = []
+    while got := take(keys=[key], args=[size]):
+        chunks.append([int(i) for i in got])
+    flush_due = bool(client.llen(key)) and bool(
+        client.set(f"{key}:flush", "1", nx=True, ex=max(1, round(wait_s)) + 60)
+    )
+    return chunks, flush_due
+
+
+def drain(settings: Settings, key: str) -> list[int]:
+    """Take every id gathered in key (a flush: the next gather may ask for the next flush)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=5)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(f"{key}:flush")
+    pipe.lrange(key, 0, -1)
+    pipe.delete(key)
+    _, got, _ = pipe.execute()
+    return [int(i) for i in got]
 
 
 def queue_depths(settings: Settings, names: Sequence[str]) -> dict[str, int | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,9 @@ import redis
 from core.config import WorkerSettings
 from core.messaging import tier_queue
 from tests.conftest import make_settings
+from worker import audit
 from worker.app import create_celery
+from worker.runtime import runtime_of
 from worker.tasks import send_batches
 
 
@@ -53,3 +56,43 @@ def test_a_task_carries_up_to_requests_per_task_requests_worth_but_few_documents
         assert [len(args[1]) for args in sent] == sizes
         assert [i for args in sent for i in args[1]] == ids  # every id once, in order
         assert all(args[0] == "small" and (args[2:] == [True]) == alone for args in sent)
+
+
+def test_audits_go_in_the_last_tiers_full_batches_and_a_part_batch_waits_for_its_flush(
+    tmp_path: Path, fresh_redis: str
+) -> None:
+    """Each classify task opens a few audits; gathered in Redis, they reach the auditor a batch a task,
+    every id once, even with several workers gathering at once."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", fresh_redis)
+    size = settings.models[-1].batch_size
+    task: Any = SimpleNamespace(app=create_celery(settings))
+    runtime = runtime_of(task)
+    audits_queue = tier_queue(settings.models[-1].name)
+
+    def flushes() -> list[tuple[str, bool]]:
+        """The tasks waiting on the control queue: their names, and whether each has a countdown."""
+        raw = redis.Redis.from_url(fresh_redis).lrange("control", 0, -1)
+        return [(h["task"], h["eta"] is not None) for h in (json.loads(m)["headers"] for m in raw)]
+
+    audit.gather(task, runtime, list(range(size - 1)))
+    assert _queued(fresh_redis, audits_queue) == []  # a part batch waits
+    assert flushes() == [("docsort.audit_flush", True)]
+    audit.gather(task, runtime, [100, 101, 102])
+    assert _queued(fresh_redis, audits_queue) == [[[*range(size - 1), 100]]]  # one full batch, in order
+    assert len(flushes()) == 1  # a flush is due already
+    assert audit.flush(task) == 2
+    assert _queued(fresh_redis, audits_queue)[-1] == [[101, 102]]
+    assert audit.flush(task) == 0
+
+    redis.Redis.from_url(fresh_redis).delete(audits_queue)
+
+    def worker(w: int) -> None:  # a worker's tasks open two audits each
+        for i in range(0, 250, 2):
+            audit.gather(task, runtime, [w * 1000 + i, w * 1000 + i + 1])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(worker, range(4)))
+    audit.flush(task)
+    sent = [args[0] for args in _queued(fresh_redis, audits_queue)]
+    assert sorted(i for ids in sent for i in ids) == [w * 1000 + i for w in range(4) for i in range(250)]
+    assert [len(ids) for ids in sent] == [size] * (1000 // size) + ([1000 % size] if 1000 % size else [])

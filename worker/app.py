@@ -44,6 +44,7 @@ TASKS = [
     TaskSpec(TaskName.import_write_back, imports.import_write_back, retried=True, max_retries=5),
     # acks_late is safe: paid audit answers are reused and an audit is settled once.
     TaskSpec(TaskName.audit, audit.audit, retried=True, max_retries=6, acks_late=True),
+    TaskSpec(TaskName.audit_flush, audit.flush),  # lost: the reconciler resends waiting audits
     TaskSpec(TaskName.rollup, tasks.rollup_costs),
     TaskSpec(TaskName.batch_poll, batches.poll),  # a failed poll is the next period's to do again
 ]

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import Task
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -50,8 +51,41 @@ def open_sampled(task: Task[Any, Any], runtime: Runtime, tier: str, done: Sequen
         docs = list(session.exec(select(Document).where(col(Document.id).in_(chosen))))
         opened = audits.open_audits(session=session, documents=docs, auditor=auditor)
     if opened and auditor != "review":
-        send(task, runtime, opened)
+        gather(task, runtime, opened)
     return len(opened)
+
+
+def gather(task: Task[Any, Any], runtime: Runtime, ids: list[int]) -> None:
+    """Send audits in the last tier's full batches, gathered across tasks in Redis (a task accepts a
+    few each: one audit task apiece cost the workers as much as classifying); a part batch is sent by
+    `flush` after audit.gather_s. Where Redis fails they go now, and the reconciler resends lost ones."""
+    settings = runtime.settings
+    last = settings.models[-1]
+    try:
+        chunks, flush_due = messaging.gather(
+            settings, _gathered(last.name), ids, last.batch_size, settings.audit.gather_s
+        )
+    except redis.RedisError as exc:
+        log.warning("could not gather audits, sending them now: %s", exc)
+        send(task, runtime, ids)
+        return
+    for chunk in chunks:
+        send(task, runtime, chunk)
+    if flush_due:
+        messaging.send(task.app, TaskName.audit_flush, countdown=settings.audit.gather_s)
+
+
+def flush(self: Task[Any, Any]) -> int:
+    """Send the audits gathered so far (a part batch that waited audit.gather_s); how many."""
+    runtime = runtime_of(self)
+    ids = messaging.drain(runtime.settings, _gathered(runtime.settings.models[-1].name))
+    if ids:
+        send(self, runtime, ids)
+    return len(ids)
+
+
+def _gathered(auditor: str) -> str:
+    return f"docsort:audits:{auditor}"
 
 
 def send(task: Task[Any, Any], runtime: Runtime, ids: list[int]) -> None:
