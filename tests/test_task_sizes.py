@@ -96,3 +96,17 @@ def test_audits_go_in_the_last_tiers_full_batches_and_a_part_batch_waits_for_its
     sent = [args[0] for args in _queued(fresh_redis, audits_queue)]
     assert sorted(i for ids in sent for i in ids) == [w * 1000 + i for w in range(4) for i in range(250)]
     assert [len(ids) for ids in sent] == [size] * (1000 // size) + ([1000 % size] if 1000 % size else [])
+
+
+def test_audits_that_cannot_be_gathered_are_sent_at_once(tmp_path: Path, fresh_redis: str) -> None:
+    """A Redis error on the gathering connection does not hold audits back: they go to the auditor now."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", fresh_redis)
+    task: Any = SimpleNamespace(app=create_celery(settings))  # its broker answers
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    runtime: Any = SimpleNamespace(settings=unreachable)
+    size = settings.models[-1].batch_size
+    audit.gather(task, runtime, list(range(size + 3)))
+    assert _queued(fresh_redis, tier_queue(settings.models[-1].name)) == [
+        [list(range(size))],
+        [[size, size + 1, size + 2]],
+    ]
