@@ -11,11 +11,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("docsort.messaging")
 
@@ -123,6 +126,15 @@ def send(
     return True
 
 
+def _redis(settings: Settings, timeout_s: float = 5) -> redis.Redis:
+    """A client of the broker's Redis that gives up on a dead server after timeout_s."""
+    import redis
+
+    return redis.Redis.from_url(
+        settings.redis_url or "", socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+
+
 def _once_key(task: TaskName, args: Sequence[Any]) -> str:
     return ":".join(["docsort:once", str(task), *map(str, args)])
 
@@ -136,7 +148,7 @@ def send_once(
     """
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=5)
+    client = _redis(settings)
     try:
         if not client.set(_once_key(task, args), "1", nx=True, ex=ttl_s):
             return False  # one is queued or running: it sees what made this one wanted, or the next does
@@ -183,9 +195,7 @@ def gather(
 
     Raises redis.RedisError: the caller sends the ids itself.
     """
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=5)
+    client = _redis(settings)
     client.rpush(key, *ids)
     take = client.register_script(_TAKE_FULL)
     chunks: list[list[int]] = []
@@ -199,9 +209,7 @@ def gather(
 
 def drain(settings: Settings, key: str) -> list[int]:
     """Take every id gathered in key (a flush: the next gather may ask for the next flush)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5, socket_connect_timeout=5)
+    client = _redis(settings)
     pipe = client.pipeline(transaction=True)
     pipe.delete(f"{key}:flush")
     pipe.lrange(key, 0, -1)
@@ -215,7 +223,7 @@ def queue_depths(settings: Settings, names: Sequence[str]) -> dict[str, int | No
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
+        client = _redis(settings, timeout_s=2)
         pipe = client.pipeline()
         for name in names:
             pipe.llen(name)

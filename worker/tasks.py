@@ -111,7 +111,8 @@ def classify_batch(self: Task[Any, Any], tier: str, ids: list[int], alone: bool 
     give_up = Outcome.escalated  # a tier that stays down hands them on; a permanent error fails them
     ledgers: list[DatabaseLedger] = []  # their last answers are written with the record
     try:
-        decided |= _run_tier(runtime, args.tier, by_taxonomy, ledgers, token, claimed_at, alone)
+        answered, ledgers = _run_tier(runtime, args.tier, by_taxonomy, token, claimed_at, alone)
+        decided |= answered
     except PermanentModelError as exc:
         failed, give_up = f"{args.tier}: {exc}", Outcome.invalid
         log.error("permanent model error", extra={"tier": args.tier, "ids": args.ids})
@@ -148,14 +149,14 @@ def _run_tier(
     runtime: Runtime,
     tier: str,
     by_taxonomy: dict[tuple[str, int], list[DocIn]],
-    ledgers: list[DatabaseLedger],
     token: str,
     claimed_at: float,
     alone: bool,
-) -> dict[int, Decision]:
-    """The tier's decisions on each taxonomy's documents, its requests in ledgers (one a taxonomy,
-    appended); whatever is raised, the answers already paid for are written first."""
+) -> tuple[dict[int, Decision], list[DatabaseLedger]]:
+    """The tier's decisions on each taxonomy's documents, and the ledgers (one a taxonomy) whose last
+    answers are owed to the record; whatever is raised, the answers already paid for are written first."""
     decided: dict[int, Decision] = {}
+    ledgers: list[DatabaseLedger] = []
     try:
         for (name, version), items in by_taxonomy.items():
             ledger = DatabaseLedger(
@@ -172,7 +173,7 @@ def _run_tier(
     except BaseException:
         books.flush_all(ledgers)
         raise
-    return decided
+    return decided, ledgers
 
 
 def record_decisions(
